@@ -1,0 +1,110 @@
+"""Builtin plugin: load the tokenizer and the model (hub id, local folder, or the embedded default).
+
+Offline-first: a hub id is looked up in the local Hugging Face cache when ``HF_HUB_OFFLINE`` is set
+(or no network is reachable); ``trust_remote_code`` stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ft import hookimpl
+from ft.context import RunContext
+from ft.errors import FtUserError
+from ft.plugins import PluginInfo
+
+FT_PLUGIN = PluginInfo(
+    name="model",
+    description="Loads tokenizers and causal LMs (hub id, local folder, builtin:smollm2-135m-instruct)",
+    always_active=True,
+)
+
+BUILTIN_MODELS = {"builtin:smollm2-135m-instruct"}
+
+
+class ModelError(FtUserError):
+    """The model or tokenizer named in the config cannot be loaded."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``builtin:`` names to their local cache and check that local paths exist."""
+    if name_or_path in BUILTIN_MODELS:
+        from ft.models.smollm2 import ensure_smollm2
+
+        try:
+            return str(ensure_smollm2())
+        except (ImportError, FileNotFoundError) as exc:
+            raise ModelError(str(exc)) from exc
+    if name_or_path.startswith("builtin:"):
+        raise ModelError(
+            f"model.name_or_path={name_or_path!r}: unknown builtin model; known: {', '.join(sorted(BUILTIN_MODELS))}"
+        )
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
+    if looks_local:
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"model.name_or_path={name_or_path!r}: no such folder")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.name_or_path={name_or_path!r}: folder has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    return name_or_path
+
+
+def _load_error(what: str, name: str, exc: Exception) -> ModelError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelError(
+        f"cannot load the {what} {name!r}: {first}. Use a local folder, or a hub id already in the "
+        f"Hugging Face cache (ft does not download at run time when HF_HUB_OFFLINE=1)"
+    )
+
+
+@hookimpl(trylast=True)
+def load_tokenizer(ctx: RunContext) -> Any:
+    from transformers import AutoTokenizer
+
+    model_cfg = ctx.cfg.model
+    name = resolve_model_path(model_cfg.tokenizer or model_cfg.name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code)
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error("tokenizer", name, exc) from exc
+    if model_cfg.chat_template:
+        tokenizer.chat_template = model_cfg.chat_template
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, "auto")
+
+
+@hookimpl(trylast=True)
+def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model_cfg = ctx.cfg.model
+    name = resolve_model_path(model_cfg.name_or_path)
+    kwargs: dict[str, Any] = {
+        "revision": model_cfg.revision,
+        "trust_remote_code": bool(model_cfg.trust_remote_code),
+        "dtype": torch_dtype(model_cfg.dtype),
+    }
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    kwargs.update(load_kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, exc) from exc
+    tokenizer = ctx.tokenizer
+    if tokenizer is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
+    return model

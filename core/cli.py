@@ -1,0 +1,213 @@
+"""The ``ft`` command: ``run``, ``validate``, ``config show``, ``plugins`` and plugin subcommands.
+
+Global option (anywhere before the overrides): ``-p NAME`` loads an entry-point plugin that autoload
+would skip, ``-p no:NAME`` blocks one. A user mistake prints ``ft: error: ...`` and exits 2.
+This module imports nothing heavy: ``ft validate`` and ``ft config show`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ft.errors import EXIT_USER_ERROR, FtUserError, PluginError
+
+USAGE = """ft <command> [options] [overrides...]
+
+commands:
+  run [-m] [overrides]      train (the embedded default when no overrides are given); -m sweeps
+  validate [overrides]      compose and check the config, load nothing
+  config show [overrides]   print the composed config
+  plugins [--json]          list installed plugins: version, hooks, options, capabilities
+{extra}
+global options:
+  -p NAME / -p no:NAME      load / block a plugin
+overrides are Hydra overrides: key=value, group=option (+group=option works too), key=a,b with -m
+"""
+
+
+@dataclass
+class Command:
+    """A subcommand contributed by a plugin through the ``cli_commands`` hook."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def split_p_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``-p X`` / ``-pX`` pairs out of argv (pytest style)."""
+    flags: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "-p":
+            if index + 1 >= len(argv):
+                raise FtUserError("-p needs a plugin name (-p NAME or -p no:NAME)")
+            flags.append(argv[index + 1])
+            index += 2
+            continue
+        if arg.startswith("-p") and len(arg) > 2 and not arg.startswith("--"):
+            flags.append(arg[2:])
+        else:
+            rest.append(arg)
+        index += 1
+    return flags, rest
+
+
+def plugin_commands(p_flags: list[str]) -> dict[str, Command]:
+    """Subcommands contributed by every installed plugin."""
+    from ft.plugins import discover, make_plugin_manager
+
+    pm = make_plugin_manager(discover(p_flags))
+    commands: dict[str, Command] = {}
+    for contribution in pm.hook.cli_commands():
+        for command in contribution or []:
+            if command.name in commands or command.name in BUILTIN_COMMANDS:
+                raise PluginError(f"two plugins (or a plugin and ft) define the command 'ft {command.name}'")
+            commands[command.name] = command
+    return commands
+
+
+def cmd_validate(p_flags: list[str], overrides: list[str]) -> int:
+    from ft.runner import Session, validate_all
+
+    multirun = any(o in ("-m", "--multirun") for o in overrides)
+    overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+    _reject_flags(overrides)
+    _, jobs = validate_all(Session(p_flags), overrides, multirun)
+    selected = ", ".join(f"{k}={v}" for k, v in jobs[0].choices.items() if v)
+    print(f"config OK ({len(jobs)} job{'s' if len(jobs) != 1 else ''}; {selected})")
+    return 0
+
+
+def cmd_config_show(p_flags: list[str], overrides: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from ft.config import redact
+    from ft.runner import Session, validate_all
+
+    _reject_flags(overrides)
+    _, jobs = validate_all(Session(p_flags), overrides, multirun=False)
+    container = redact(OmegaConf.to_container(jobs[0].cfg, resolve=True))
+    print("# selected: " + ", ".join(f"{k}={v}" for k, v in jobs[0].choices.items() if v))
+    print(OmegaConf.to_yaml(OmegaConf.create(container)), end="")
+    return 0
+
+
+def _reject_flags(overrides: list[str]) -> None:
+    for item in overrides:
+        if item.startswith("-"):
+            raise FtUserError(f"unknown option '{item}'; overrides look like key=value")
+
+
+def plugin_listing(p_flags: list[str]) -> list[dict[str, Any]]:
+    """What ``ft plugins`` shows, as data (the docs' compatibility matrix is generated from it)."""
+    from ft.plugins import discover, hook_names
+
+    listing = []
+    for plugin in discover(p_flags):
+        info = plugin.info
+        listing.append({
+            "name": plugin.name,
+            "distribution": plugin.distribution,
+            "version": plugin.version,
+            "builtin": plugin.builtin,
+            "description": info.description,
+            "hooks": hook_names(plugin.module),
+            "options": [f"{g}={o}" for g, names in sorted(plugin.options.items()) for o in names],
+            "capabilities": list(info.capabilities),
+            "requires": list(info.requires),
+            "conflicts": list(info.conflicts),
+            "always_active": info.always_active,
+        })
+    return listing
+
+
+def cmd_plugins(p_flags: list[str], args: list[str]) -> int:
+    listing = plugin_listing(p_flags)
+    if "--json" in args:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for entry in listing:
+        origin = "builtin" if entry["builtin"] else entry["distribution"]
+        print(f"{entry['name']} {entry['version']} ({origin}){' - ' + entry['description'] if entry['description'] else ''}")
+        print(f"  hooks:        {', '.join(entry['hooks']) or '-'}")
+        print(f"  options:      {', '.join(entry['options']) or '-'}")
+        if entry["always_active"]:
+            print("  active:       always")
+        for key in ("capabilities", "requires", "conflicts"):
+            print(f"  {key + ':':<13} {', '.join(entry[key]) or '-'}")
+    return 0
+
+
+BUILTIN_COMMANDS = {"run", "validate", "config", "plugins"}
+
+
+def _main(argv: list[str]) -> int:
+    p_flags, rest = split_p_flags(argv)
+    if not rest or rest[0] in ("-h", "--help", "help"):
+        extra = "".join(f"  {c.name:<25} {c.help}\n" for c in plugin_commands(p_flags).values())
+        print(USAGE.format(extra=extra), end="")
+        return 0
+    command, args = rest[0], rest[1:]
+    if command == "--version":
+        from ft import __version__
+
+        print(f"ft {__version__}")
+        return 0
+    if command == "run":
+        from ft.runner import run_command
+
+        if any(a in ("-h", "--help") for a in args):
+            print("usage: ft run [-m|--multirun] [overrides...]")
+            return 0
+        multirun = any(a in ("-m", "--multirun") for a in args)
+        overrides = [a for a in args if a not in ("-m", "--multirun")]
+        _reject_flags(overrides)
+        return run_command(overrides, multirun, p_flags)
+    if command == "validate":
+        return cmd_validate(p_flags, args)
+    if command == "config":
+        if not args or args[0] != "show":
+            raise FtUserError("usage: ft config show [overrides...]")
+        return cmd_config_show(p_flags, args[1:])
+    if command == "plugins":
+        return cmd_plugins(p_flags, args)
+    commands = plugin_commands(p_flags)
+    if command not in commands:
+        from ft.errors import did_you_mean
+
+        known = sorted(BUILTIN_COMMANDS | set(commands))
+        raise FtUserError(f"unknown command '{command}'{did_you_mean(command, known)}; commands: {', '.join(known)}")
+    spec = commands[command]
+    parser = argparse.ArgumentParser(prog=f"ft {command}", description=spec.help)
+    if spec.add_arguments is not None:
+        spec.add_arguments(parser)
+    try:
+        parsed = parser.parse_args(args)
+    except SystemExit as exc:  # argparse already printed its message
+        return EXIT_USER_ERROR if exc.code else 0
+    return int(spec.run(parsed) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; user mistakes become one line on stderr and exit code 2."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except FtUserError as exc:
+        print(f"ft: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Hydra composition of the ft config, override normalisation, and validation.
+
+Hydra composes; OmegaConf resolves; :mod:`ft.schema` checks. Everything here runs without torch so
+that ``ft validate`` and ``ft config show`` answer in well under two seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ft.errors import ConfigError, did_you_mean
+from ft.plugins import LoadedPlugin, kernel_conf_dir, scan_conf_dir
+
+PRIMARY_CONFIG = "ft"
+_GROUP_OVERRIDE = re.compile(r"^(?P<prefix>\+{0,2}|~)(?P<group>[A-Za-z_][\w]*)(?P<rest>(@[\w.]+)?=.*)?$")
+_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|access_key)", re.IGNORECASE)
+
+
+@dataclass
+class Composed:
+    """A composed, resolved and validated config."""
+
+    cfg: Any  # DictConfig without the hydra node
+    choices: dict[str, str | None]
+    overrides: list[str]
+
+
+def search_path(plugins: list[LoadedPlugin]) -> list[Path]:
+    """Config folders of the loaded plugins (the kernel's own is the primary config dir)."""
+    kernel = kernel_conf_dir().resolve()
+    dirs: list[Path] = []
+    for plugin in plugins:
+        if plugin.conf_dir is not None and plugin.conf_dir.resolve() != kernel:
+            dirs.append(plugin.conf_dir.resolve())
+    return dirs
+
+
+def searchpath_override(plugins: list[LoadedPlugin]) -> str:
+    """The ``hydra.searchpath=[...]`` override that adds every plugin's config folder."""
+    return "hydra.searchpath=[" + ",".join(f"file://{d}" for d in search_path(plugins)) + "]"
+
+
+def _primary_default_groups() -> set[str]:
+    """Groups named in the primary config's defaults list (they take ``group=option``)."""
+    import yaml
+
+    data = yaml.safe_load((kernel_conf_dir() / f"{PRIMARY_CONFIG}.yaml").read_text())
+    groups: set[str] = set()
+    for entry in data.get("defaults", []):
+        if isinstance(entry, dict):
+            for key in entry:
+                if not key.startswith("override ") and "/" not in key:
+                    groups.add(key)
+    return groups
+
+
+def available_options(plugins: list[LoadedPlugin]) -> dict[str, dict[str, str]]:
+    """``{group: {option: plugin name}}`` for every option of the kernel and the loaded plugins."""
+    options: dict[str, dict[str, str]] = {}
+    for group, names in scan_conf_dir(kernel_conf_dir()).items():
+        for name in names:
+            options.setdefault(group, {})[name] = "ft"
+    for plugin in plugins:
+        if plugin.builtin:
+            continue
+        for group, names in plugin.options.items():
+            for name in names:
+                options.setdefault(group, {})[name] = plugin.name
+    return options
+
+
+def _catalog() -> dict[str, str]:
+    """Known first-party options -> the distribution that provides them (data, not code)."""
+    import yaml
+
+    path = kernel_conf_dir() / "catalog.yaml"
+    if not path.is_file():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("options", {})
+
+
+def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin]) -> list[str]:
+    """Make ``+group=option`` and ``group=option`` both work, and check group options exist.
+
+    Hydra accepts only one of the two forms, depending on whether the group is in the primary
+    defaults list. Raises :class:`ConfigError` for an unknown option, naming the distribution to
+    install when ft knows which one provides it.
+    """
+    defaults_groups = _primary_default_groups()
+    options = available_options(plugins)
+    catalog = _catalog()
+    result: list[str] = []
+    for override in overrides:
+        match = _GROUP_OVERRIDE.match(override)
+        if not match or "." in match.group("group") or not match.group("rest"):
+            result.append(override)
+            continue
+        prefix, group = match.group("prefix"), match.group("group")
+        rest = match.group("rest")
+        value = rest.split("=", 1)[1]
+        is_group = group in options or group in defaults_groups
+        if not is_group:
+            if prefix in ("+", "++") and _looks_like_option(value):
+                known = sorted(set(options) | defaults_groups)
+                raise ConfigError(
+                    f"unknown config group '{group}' in '{override}'{did_you_mean(group, known)}; "
+                    f"groups: {', '.join(known)}"
+                )
+            result.append(override)
+            continue
+        if prefix == "~":
+            result.append(override)
+            continue
+        for choice in _sweep_values(value):
+            _check_option(group, choice, options, catalog)
+        if group in defaults_groups:
+            result.append(f"{group}{rest}")
+        else:
+            result.append(f"+{group}{rest}")
+    return result
+
+
+def _looks_like_option(value: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z_][\w\-]*(,[A-Za-z_][\w\-]*)*", value))
+
+
+def _sweep_values(value: str) -> list[str]:
+    value = value.strip()
+    if value.startswith("choice(") and value.endswith(")"):
+        value = value[len("choice(") : -1]
+    return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
+
+
+def _check_option(group: str, option: str, options: dict[str, dict[str, str]], catalog: dict[str, str]) -> None:
+    if option in ("null", "None"):
+        return
+    if option in options.get(group, {}):
+        return
+    ref = f"{group}/{option}"
+    if ref in catalog:
+        dist = catalog[ref]
+        raise ConfigError(
+            f"{group}={option} is provided by the plugin '{dist}', which is not installed or is "
+            f"disabled; install it with: pip install {dist}"
+        )
+    known = sorted(options.get(group, {}))
+    listed = ", ".join(known) if known else "none installed"
+    raise ConfigError(f"{group}={option}: no such option{did_you_mean(option, known)}; available: {listed}")
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """All override combinations of a multirun (``a=1,2 b=x,y`` gives four)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as exc:  # noqa: BLE001 - Hydra's parse errors become one line
+        raise ConfigError(f"cannot parse overrides: {_one_line(exc)}") from exc
+    axes: list[list[str]] = []
+    for item, text in zip(parsed, overrides):
+        if item.is_sweep_override():
+            key = text.split("=", 1)[0]
+            axes.append([f"{key}={v}" for v in item.sweep_string_iterator()])
+        else:
+            axes.append([text])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type] | None = None) -> Composed:
+    """Compose and resolve the config for these (already normalised) overrides, then validate it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    all_overrides = [*overrides, searchpath_override(plugins)]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(kernel_conf_dir()), version_base="1.3"):
+            cfg = hydra_compose(PRIMARY_CONFIG, overrides=all_overrides, return_hydra_config=True)
+    except Exception as exc:  # noqa: BLE001 - composition errors are user errors
+        raise ConfigError(_explain_hydra_error(exc, plugins, schemas or {})) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    choices = {
+        k: (None if v in (None, "null") else str(v))
+        for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+        if not k.startswith("hydra/")
+    }
+    return finish(cfg, choices, overrides, plugins, schemas)
+
+
+def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugins: list[LoadedPlugin],
+           schemas: dict[str, type] | None) -> Composed:
+    """Drop the hydra node, resolve interpolations and validate against the schemas."""
+    from omegaconf import OmegaConf
+
+    from ft.schema import validate_config
+
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except Exception as exc:  # noqa: BLE001 - a bad interpolation is a config error
+        raise ConfigError(f"cannot resolve the config: {_one_line(exc)}") from exc
+    groups = set(available_options(plugins)) | _primary_default_groups()
+    validate_config(container, choices, schemas or {}, groups)
+    resolved = OmegaConf.create(container)
+    return Composed(resolved, choices, overrides)
+
+
+def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schemas: dict[str, type]) -> str:
+    """Turn Hydra's composition errors into one line that says what to change."""
+    text = _one_line(exc)
+    key_match = re.search(r"Could not override '([^']+)'", str(exc)) or re.search(
+        r"Key '([^']+)' is not in struct", str(exc)
+    )
+    if key_match:
+        key = key_match.group(1)
+        top = key.split(".")[0]
+        groups = sorted(set(available_options(plugins)) | _primary_default_groups() | {"seed", "run"})
+        if "." not in key:
+            return f"unknown config key '{key}'{did_you_mean(key, groups)}; top-level keys: {', '.join(groups)}"
+        import dataclasses
+
+        leaf = key.split(".")[-1]
+        known = {f.name for name, schema in schemas.items() if name.split("/")[0] == top
+                 for f in dataclasses.fields(schema)}
+        hint = did_you_mean(leaf, known)
+        return f"unknown config key '{key}'{hint}" + (f"; valid keys under '{top}': {', '.join(sorted(known))}" if known else "")
+    return f"invalid config: {text}"
+
+
+def redact(container: Any) -> Any:
+    """A copy of a plain config container with secret-looking values replaced by ``***``."""
+    if isinstance(container, dict):
+        return {
+            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+            for k, v in container.items()
+        }
+    if isinstance(container, list):
+        return [redact(v) for v in container]
+    return container

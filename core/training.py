@@ -1,0 +1,123 @@
+"""Trainer plumbing shared by every method: the hook-aware trainer class and training arguments.
+
+Method plugins build their trainer from :func:`ft_trainer_class` so that the ``loss``,
+``optimizer`` and ``lr_scheduler`` hooks work the same on top of ``transformers.Trainer`` and TRL's
+trainers alike.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from ft.context import RunContext
+
+
+@functools.cache
+def ft_trainer_class(base: type) -> type:
+    """A subclass of ``base`` (a ``transformers.Trainer``) whose loss, optimizer and scheduler
+    are asked of the plugins first. Pass ``ft_ctx=ctx`` to its constructor."""
+
+    class FtTrainer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, ft_ctx: RunContext | None = None, **kwargs: Any) -> None:
+            self.ft_ctx = ft_ctx
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            if self.ft_ctx is not None:
+                result = self.ft_ctx.pm.hook.loss(
+                    ctx=self.ft_ctx, model=model, inputs=inputs,
+                    return_outputs=return_outputs, num_items_in_batch=num_items_in_batch,
+                )
+                if result is not None:
+                    return result
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+        def create_optimizer(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+            if self.optimizer is None and self.ft_ctx is not None:
+                built = self.ft_ctx.pm.hook.optimizer(ctx=self.ft_ctx, model=self.model)
+                if built is not None:
+                    self.optimizer = built
+            return super().create_optimizer(*args, **kwargs)
+
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None):  # type: ignore[override]
+            if self.lr_scheduler is None and self.ft_ctx is not None:
+                built = self.ft_ctx.pm.hook.lr_scheduler(
+                    ctx=self.ft_ctx, optimizer=optimizer or self.optimizer,
+                    num_training_steps=num_training_steps,
+                )
+                if built is not None:
+                    self.lr_scheduler = built
+                    self._created_lr_scheduler = True
+            return super().create_scheduler(num_training_steps, optimizer)
+
+    FtTrainer.__name__ = FtTrainer.__qualname__ = f"Ft{base.__name__}"
+    return FtTrainer
+
+
+def base_training_args(ctx: RunContext) -> dict[str, Any]:
+    """``TrainingArguments`` keywords from the ``trainer``, ``optim`` and ``run`` config groups."""
+    cfg = ctx.cfg
+    trainer, optim = cfg.trainer, cfg.optim
+    has_eval = ctx.datasets is not None and ctx.datasets.eval is not None
+    if has_eval:
+        eval_strategy = "steps" if trainer.eval_steps else "epoch"
+    else:
+        eval_strategy = "no"
+    warmup = optim.warmup_steps
+    args: dict[str, Any] = {
+        "output_dir": str(Path(ctx.run_dir) / "checkpoints"),
+        "per_device_train_batch_size": trainer.micro_batch_size,
+        "per_device_eval_batch_size": trainer.micro_batch_size,
+        "gradient_accumulation_steps": trainer.gradient_accumulation_steps,
+        "num_train_epochs": float(trainer.num_epochs),
+        "max_steps": trainer.max_steps,
+        "logging_steps": trainer.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": eval_strategy,
+        "save_strategy": "steps" if trainer.save_steps else "epoch",
+        "save_total_limit": trainer.save_total_limit,
+        "learning_rate": float(optim.lr),
+        "weight_decay": float(optim.weight_decay),
+        "adam_beta1": float(optim.beta1),
+        "adam_beta2": float(optim.beta2),
+        "adam_epsilon": float(optim.eps),
+        "max_grad_norm": float(optim.max_grad_norm),
+        "lr_scheduler_type": optim.scheduler,
+        "warmup_steps": int(warmup) if float(warmup).is_integer() and warmup >= 1 else float(warmup),
+        "optim": optim.name,
+        "bf16": trainer.precision == "bf16",
+        "fp16": trainer.precision == "fp16",
+        "gradient_checkpointing": bool(trainer.gradient_checkpointing),
+        "dataloader_num_workers": trainer.dataloader_num_workers,
+        "report_to": list(trainer.report_to) or "none",
+        "seed": int(cfg.seed),
+        "data_seed": int(cfg.seed),
+        "remove_unused_columns": False,
+        "disable_tqdm": False,
+    }
+    if trainer.eval_steps:
+        args["eval_steps"] = trainer.eval_steps
+    if trainer.save_steps:
+        args["save_steps"] = trainer.save_steps
+    return args
+
+
+def merge_fragments(base: dict[str, Any], fragments: list[dict[str, Any] | None], hook: str) -> dict[str, Any]:
+    """Merge dict fragments from a collected hook; the same key with two values is a plugin error."""
+    from ft.errors import PluginError
+
+    merged = dict(base)
+    owners: dict[str, Any] = {}
+    for fragment in fragments:
+        for key, value in (fragment or {}).items():
+            if key in owners and owners[key] != value:
+                raise PluginError(
+                    f"two plugins set '{key}' in {hook} to different values ({owners[key]!r} and {value!r})"
+                )
+            owners[key] = value
+            merged[key] = value
+    return merged

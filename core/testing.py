@@ -1,4 +1,6 @@
-"""Tiny random models and a locally trained tokenizer, so tests run offline in seconds.
+"""Test helpers and pytest fixtures for ft and its plugins (a pytest plugin: ``pytest11`` entry point).
+
+Tiny random models and a locally trained tokenizer, so tests run offline in seconds.
 
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on real text from ../shared/data
 (GSM8K questions when present, a built-in paragraph otherwise), with ChatML special tokens and a
@@ -8,7 +10,10 @@ ChatML chat template like SmolLM2's.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -18,7 +23,8 @@ CHATML_TEMPLATE = (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 _FALLBACK_TEXT = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -75,3 +81,46 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with a locally trained ChatML tokenizer (built once per session)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets in ../shared/data (tests that need them skip when they are absent)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set FT_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def write_chat_rows(path: Path, n: int = 48) -> Path:
+    """A small chat dataset: a few Q/A pairs repeated, so a tiny model can fit it quickly."""
+    pairs = [("What is 2 plus 3?", "2 plus 3 is 5."), ("Name a colour.", "Blue is a colour."),
+             ("Sort 3, 1, 2.", "1, 2, 3")]
+    rows = []
+    for i in range(n):
+        question, answer = pairs[i % len(pairs)]
+        rows.append({"messages": [{"role": "user", "content": question},
+                                  {"role": "assistant", "content": answer}]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def chat_file(tmp_path) -> Path:
+    """A small chat .jsonl file (see :func:`write_chat_rows`)."""
+    return write_chat_rows(tmp_path / "chat.jsonl")
+
+
+def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900):
+    """Run the ``ft`` command in a subprocess (the real CLI, as a user types it)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ft.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -24,14 +24,16 @@ How results combine, using pluggy's semantics on purpose:
 * ``firstresult`` hooks answer "who builds X" (the trainer, the loss, the optimizer, the collator). The
   first non-``None`` result wins; the kernel's builtin implementations are registered ``trylast`` so
   they are the fallback. Two *active* plugins that both declare the same capability in
-  ``FT_PLUGIN.provides_capabilities`` is a config error before anything loads, never a silent winner.
+  ``FT_PLUGIN.capabilities`` is a config error before anything loads, never a silent winner.
 * collected hooks (the default) return a list with one result per implementation: contributions such
   as callbacks, training-argument fragments, dataset formats, CLI subcommands.
 * ``wrapper=True`` implementations may wrap any hook, for example ``run_training`` to profile it.
 
-Only *active* plugins are registered while a run executes: builtin plugins are always active, other
-plugins only when the config selects one of the options they provide (``adapter=lora`` activates the
-plugin that provides ``adapter/lora``) or when they declare ``always_active=True``.
+Only *active* plugins are registered while a run executes: a plugin (builtin or installed) is active
+when it declares ``always_active=True`` or when the config selects one of the options it provides
+(``adapter=lora`` activates the plugin that provides ``adapter/lora``), plus every plugin an active
+one ``requires``. An installed plugin that the config does not select has no effect at all. The
+config-time hooks (``config_schemas``, ``cli_commands``) are asked of every installed plugin.
 
 Hooks that receive ``ctx`` get the :class:`ft.context.RunContext` of the run: the composed config
 (``ctx.cfg``), the selected options (``ctx.choices``), the run folder, and the objects built so far

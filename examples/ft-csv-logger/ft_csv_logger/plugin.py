@@ -1,0 +1,60 @@
+"""Hook implementations of the CSV logger plugin.
+
+Only imports what ``ft validate`` can afford at module level; transformers is imported lazily.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from typing import Any
+
+from ft import PluginInfo, hookimpl
+from ft.errors import ConfigError
+
+FT_PLUGIN = PluginInfo(name="csv_logger", description="Writes every logged metric to a CSV file (logger=csv)")
+
+
+@dataclass
+class CsvLoggerConfig:
+    """Schema of ``logger=csv``: ft rejects unknown keys and wrong types before a run starts."""
+
+    file: str = "metrics.csv"
+    every_n_steps: int = 1
+
+
+@hookimpl
+def config_schemas() -> dict[str, type]:
+    return {"logger/csv": CsvLoggerConfig}
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    if cfg.logger.every_n_steps < 1:
+        raise ConfigError(f"logger.every_n_steps={cfg.logger.every_n_steps} is not valid: expected an integer >= 1")
+
+
+@hookimpl
+def callbacks(ctx: Any) -> list[Any]:
+    from transformers import TrainerCallback
+
+    path = ctx.run_dir / ctx.cfg.logger.file
+    every = int(ctx.cfg.logger.every_n_steps)
+
+    class CsvCallback(TrainerCallback):
+        """Appends one row per log event; the header grows as new metric names appear."""
+
+        def __init__(self) -> None:
+            self.rows: list[dict[str, Any]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not logs or (state.global_step % every and state.global_step != state.max_steps):
+                return
+            self.rows.append({"step": state.global_step, **logs})
+            names = list(dict.fromkeys(k for row in self.rows for k in row))
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=names)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+    return [CsvCallback()]

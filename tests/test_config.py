@@ -1,0 +1,105 @@
+"""Composition and validation: bad configs fail fast with one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ft.config import available_options, redact
+from ft.plugins import discover
+from ft.runner import Session, validate_all
+from ft.testing import run_ft
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+adapter=doesnotexist", "adapter=doesnotexist: no such option"),
+        ("optim.lr=abc", "optim.lr='abc' is not valid: expected a number"),
+        ("data.path=/missing", "data.path='/missing': no such file or folder"),
+        ("bogus_key=1", "unknown config key 'bogus_key'"),
+        ("+bogus_key=1", "unknown config key 'bogus_key'"),
+        ("model.dtyp=x", "did you mean 'dtype'"),
+        ("model.dtype=float64", "model.dtype='float64' is not valid: expected one of"),
+        ("trainer.max_steps=1.5", "trainer.max_steps=1.5 is not valid: expected an integer"),
+        ("+adaptr=lora", "did you mean 'adapter'"),
+        ("data=alpaca", "'data.path' is required"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2_no_traceback(override, expected):
+    result = run_ft(["validate", override])
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ft: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_option_of_a_plugin_that_is_not_installed_names_the_distribution():
+    result = run_ft(["-p", "no:preference", "validate", "+method=dpo"])
+    assert result.returncode == 2
+    assert "pip install ft-preference" in result.stderr
+
+
+def test_plus_and_plain_group_forms_both_work(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n")
+    for form in ("data=alpaca", "+data=alpaca"):
+        result = run_ft(["validate", form, f"data.path={data}"])
+        assert result.returncode == 0, result.stderr
+
+
+def test_validate_and_config_show_do_not_import_torch():
+    code = (
+        "import sys; from ft.cli import main; "
+        "assert main(['validate']) == 0; assert main(['config', 'show']) == 0; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'transformers' not in sys.modules, 'transformers imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_config_show_prints_the_composed_config():
+    result = run_ft(["config", "show", "optim.lr=3e-4"])
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.0003" in result.stdout
+    assert "name_or_path: builtin:smollm2-135m-instruct" in result.stdout
+
+
+def test_every_shipped_config_option_composes_and_validates(tmp_path):
+    """Each option of every group (kernel and installed plugins) composes on top of the defaults."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n")
+    session = Session([])
+    options = available_options(discover([]))
+    checked = 0
+    for group, names in sorted(options.items()):
+        for option in names:
+            overrides = [f"{group}={option}", f"data.path={data}"]
+            if group == "data" and option == "default_task":
+                overrides = [f"{group}={option}"]
+            _, jobs = validate_all(session, overrides, multirun=False)
+            assert jobs[0].choices[group] == option
+            checked += 1
+    assert checked >= 7
+
+
+def test_multirun_overrides_expand_to_every_combination():
+    _, jobs = validate_all(Session([]), ["optim.lr=1e-4,3e-4", "seed=1,2"], multirun=True)
+    assert sorted((j.cfg.optim.lr, j.cfg.seed) for j in jobs) == [(1e-4, 1), (1e-4, 2), (3e-4, 1), (3e-4, 2)]
+
+
+def test_a_bad_value_in_any_sweep_job_fails_before_the_first_job():
+    result = run_ft(["run", "-m", "optim.lr=1e-4,abc"])
+    assert result.returncode == 2
+    assert "optim.lr='abc'" in result.stderr
+
+
+def test_secrets_are_redacted():
+    assert redact({"a": {"hub_token": "hf_x", "n": 1}, "api_key": "k", "b": [{"password": "p"}]}) == {
+        "a": {"hub_token": "***", "n": 1}, "api_key": "***", "b": [{"password": "***"}]}

@@ -1,0 +1,132 @@
+"""Plugin discovery, blocking, import failures, activation and conflict detection."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+from ft.errors import PluginError
+from ft.plugins import LoadedPlugin, PluginInfo, active_plugins
+from ft.testing import run_ft
+
+
+def fake_dist(site: Path, dist: str, name: str, module_source: str, conf: dict[str, str] | None = None) -> None:
+    """Install a plugin distribution by hand: a module plus a .dist-info with entry points."""
+    package = site / f"ft_{name}"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(textwrap.dedent(module_source))
+    entry_points = f"[ft]\n{name} = ft_{name}.plugin\n"
+    if conf:
+        (package / "conf").mkdir()
+        (package / "conf" / "__init__.py").write_text("")
+        for rel, text in conf.items():
+            target = package / "conf" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        entry_points += f"\n[ft.conf]\n{name} = ft_{name}.conf\n"
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(entry_points)
+
+
+GOOD = """
+from ft import PluginInfo, hookimpl
+FT_PLUGIN = PluginInfo(name="{name}", description="test plugin", capabilities={caps})
+
+@hookimpl
+def post_trainer_create(ctx):
+    pass
+"""
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    path = tmp_path / "site"
+    path.mkdir()
+    return path
+
+
+def env_with(site: Path, **extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def test_builtins_load_first_then_entry_point_plugins(site):
+    fake_dist(site, "ft-hello", "hello", GOOD.format(name="hello", caps="()"),
+              {"kernels/hello.yaml": "enabled: true\n"})
+    result = run_ft(["plugins"], env=env_with(site))
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")]
+    assert names.index("hello") > names.index("model")
+    assert "hello 1.2.3 (ft-hello)" in result.stdout
+    assert "kernels=hello" in result.stdout
+    assert "post_trainer_create" in result.stdout
+
+
+def test_a_plugin_that_fails_to_import_is_a_hard_error_naming_its_distribution(site):
+    fake_dist(site, "ft-broken", "broken", "import a_module_that_does_not_exist\n")
+    result = run_ft(["validate"], env=env_with(site))
+    assert result.returncode == 2
+    assert "ft-broken" in result.stderr and "failed to import" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_p_no_blocks_a_plugin_even_a_broken_one(site):
+    fake_dist(site, "ft-broken", "broken", "import a_module_that_does_not_exist\n")
+    result = run_ft(["-p", "no:broken", "validate"], env=env_with(site))
+    assert result.returncode == 0, result.stderr
+
+
+def test_autoload_can_be_disabled_and_a_plugin_enabled_by_name(site):
+    fake_dist(site, "ft-hello", "hello", GOOD.format(name="hello", caps="()"))
+    disabled = run_ft(["plugins"], env=env_with(site, FT_DISABLE_PLUGIN_AUTOLOAD="1"))
+    assert disabled.returncode == 0 and "hello" not in disabled.stdout
+    enabled = run_ft(["-p", "hello", "plugins"], env=env_with(site, FT_DISABLE_PLUGIN_AUTOLOAD="1"))
+    assert enabled.returncode == 0 and "hello 1.2.3" in enabled.stdout
+
+
+def test_allow_list_loads_only_the_named_plugins(site):
+    fake_dist(site, "ft-hello", "hello", GOOD.format(name="hello", caps="()"))
+    fake_dist(site, "ft-other", "other", GOOD.format(name="other", caps="()"))
+    result = run_ft(["plugins"], env=env_with(site, FT_PLUGINS="other"))
+    assert "other 1.2.3" in result.stdout and "hello 1.2.3" not in result.stdout
+
+
+def test_two_selected_plugins_claiming_the_same_capability_fail_before_anything_loads(site):
+    fake_dist(site, "ft-loss-a", "loss_a", GOOD.format(name="loss_a", caps="('loss',)"), {"kernels/a.yaml": "x: 1\n"})
+    fake_dist(site, "ft-loss-b", "loss_b", GOOD.format(name="loss_b", caps="('loss',)"), {"packing/b.yaml": "x: 1\n"})
+    alone = run_ft(["validate", "+kernels=a"], env=env_with(site))
+    assert alone.returncode == 0, alone.stderr
+    both = run_ft(["validate", "+kernels=a", "+packing=b"], env=env_with(site))
+    assert both.returncode == 2
+    assert "'loss' capability" in both.stderr and "loss_a" in both.stderr and "loss_b" in both.stderr
+
+
+def _plugin(name: str, **info) -> LoadedPlugin:
+    options = info.pop("options", {})
+    return LoadedPlugin(PluginInfo(name=name, **info), types.ModuleType(name), f"ft-{name}", "1", False,
+                        options=options)
+
+
+def test_unselected_plugins_are_inactive_and_requirements_activate():
+    base = _plugin("lora", options={"adapter": ["lora"]})
+    quant = _plugin("qlora", options={"adapter": ["qlora"]}, requires=("lora",))
+    other = _plugin("csv", options={"logger": ["csv"]})
+    always = _plugin("always", always_active=True)
+    names = [p.name for p in active_plugins([base, quant, other, always], {"adapter": "qlora", "logger": None})]
+    assert names == ["lora", "qlora", "always"]
+
+
+def test_declared_conflict_and_missing_requirement_are_errors():
+    a = _plugin("fsdp", options={"dist": ["fsdp"]}, conflicts=("adapter/qlora",))
+    with pytest.raises(PluginError, match="conflicts with 'adapter/qlora'"):
+        active_plugins([a], {"dist": "fsdp", "adapter": "qlora"})
+    b = _plugin("needy", options={"method": ["x"]}, requires=("absent",))
+    with pytest.raises(PluginError, match="requires plugin 'absent'"):
+        active_plugins([b], {"method": "x"})

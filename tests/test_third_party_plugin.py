@@ -1,0 +1,75 @@
+"""The example third-party plugin, installed with pip the way an outsider would install it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ft.testing import REPO, run_ft
+
+EXAMPLE = REPO / "examples" / "ft-csv-logger"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """pip-install the example plugin into its own folder; tests put it on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(target.glob("ft_csv_logger-*.dist-info"))
+    return target
+
+
+def env(site: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def run_args(tiny_model_dir: Path, chat_file: Path, root: Path, name: str) -> list[str]:
+    return ["run", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}",
+            "trainer.max_steps=4", "trainer.logging_steps=1", f"run.root={root}", f"run.name={name}"]
+
+
+def test_ft_plugins_lists_it_with_its_hooks_and_option(site):
+    result = run_ft(["plugins"], env=env(site))
+    assert result.returncode == 0, result.stderr
+    block = result.stdout.split("csv_logger 0.1.0 (ft-csv-logger)")[1].split("\n\n")[0]
+    assert "callbacks, config_schemas, validate_config" in block
+    assert "logger=csv" in block
+
+
+def test_its_option_composes_in_both_forms_and_its_schema_is_enforced(site):
+    for form in ("+logger=csv", "logger=csv"):
+        shown = run_ft(["config", "show", form, "logger.every_n_steps=3"], env=env(site))
+        assert shown.returncode == 0, shown.stderr
+        assert "every_n_steps: 3" in shown.stdout and "file: metrics.csv" in shown.stdout
+    typo = run_ft(["validate", "+logger=csv", "logger.evry_n_steps=3"], env=env(site))
+    assert typo.returncode == 2 and "did you mean 'every_n_steps'" in typo.stderr
+    rule = run_ft(["validate", "+logger=csv", "logger.every_n_steps=0"], env=env(site))
+    assert rule.returncode == 2 and "expected an integer >= 1" in rule.stderr
+
+
+def test_its_hook_fires_only_when_selected(site, tiny_model_dir, chat_file, tmp_path):
+    selected = run_ft([*run_args(tiny_model_dir, chat_file, tmp_path, "with"), "+logger=csv"], env=env(site))
+    assert selected.returncode == 0, selected.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "with" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows if r.get("loss")] == [1, 2, 3, 4]
+    unselected = run_ft(run_args(tiny_model_dir, chat_file, tmp_path, "without"), env=env(site))
+    assert unselected.returncode == 0, unselected.stderr[-2000:]
+    assert not (tmp_path / "without" / "metrics.csv").exists()
+
+
+def test_p_no_turns_it_off(site):
+    listed = run_ft(["-p", "no:csv_logger", "plugins"], env=env(site))
+    assert "csv_logger" not in listed.stdout
+    result = run_ft(["-p", "no:csv_logger", "validate", "+logger=csv"], env=env(site))
+    assert result.returncode == 2
+    assert "logger=csv: no such option" in result.stderr

@@ -199,6 +199,11 @@ def _main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; user mistakes become one line on stderr and exit code 2."""
+    import logging
+
+    # bitsandbytes (imported by transformers when installed) warns on every import that it cannot
+    # fetch an optional CPU kernel from the hub; ft never downloads at run time, so keep it quiet.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     except FtUserError as exc:

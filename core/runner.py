@@ -117,7 +117,8 @@ def launch(session: Session, overrides: list[str], multirun: bool) -> list[JobRe
             result.metrics = lifecycle.run(composed, run_dir, pm, active, session.plugins)
         except FtUserError as exc:
             result.status, result.error = "user-error", str(exc)
-            print(f"ft: error: {exc}", file=sys.stderr)
+            if multirun:  # a single run's error is printed once, by the ft command
+                print(f"ft: error: job {len(results) - 1}: {exc}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - a crashed job is reported, the sweep goes on
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()

@@ -27,6 +27,9 @@ from ft.testing import run_ft
         ("trainer.max_steps=1.5", "trainer.max_steps=1.5 is not valid: expected an integer"),
         ("+adaptr=lora", "did you mean 'adapter'"),
         ("data=alpaca", "'data.path' is required"),
+        ("model.name_or_path=/no/such/model", "model.name_or_path='/no/such/model': no such folder"),
+        ("model.name_or_path=someorg/not-in-cache", "not a local folder and not in the Hugging Face cache"),
+        ("model.name_or_path=builtin:nope", "unknown builtin model"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_no_traceback(override, expected):

@@ -51,12 +51,64 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def from_pretrained_offline_first(loader: Any, name: str, **kwargs: Any) -> Any:
+    """Load from local files (a folder or the Hugging Face cache) first; reach the hub only when
+    that fails and ``HF_HUB_OFFLINE`` is not set."""
+    if Path(name).expanduser().is_dir():
+        return loader.from_pretrained(name, **kwargs)
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        if _offline():
+            raise
+    return loader.from_pretrained(name, **kwargs)
+
+
 def _load_error(what: str, name: str, exc: Exception) -> ModelError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelError(
         f"cannot load the {what} {name!r}: {first}. Use a local folder, or a hub id already in the "
         f"Hugging Face cache (ft does not download at run time when HF_HUB_OFFLINE=1)"
     )
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    """Check model paths before anything loads: a local folder must exist and hold a model; a hub id
+    must be in the local cache when ``HF_HUB_OFFLINE`` is set."""
+    from ft.errors import ConfigError
+
+    for key in ("name_or_path", "tokenizer"):
+        name = cfg.model.get(key)
+        if not name or name in BUILTIN_MODELS:
+            continue
+        try:
+            resolved = resolve_model_path(name)
+        except ModelError as exc:
+            raise ConfigError(str(exc).replace("model.name_or_path", f"model.{key}")) from exc
+        if resolved == name and not Path(name).expanduser().exists() and _offline() and not _in_hub_cache(name):
+            raise ConfigError(
+                f"model.{key}={name!r}: not a local folder and not in the Hugging Face cache, and "
+                f"HF_HUB_OFFLINE=1 forbids downloading; point it at a local model folder"
+            )
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return True
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id is simply not cached
+        return False
+    return isinstance(found, str)
 
 
 @hookimpl(trylast=True)
@@ -66,8 +118,8 @@ def load_tokenizer(ctx: RunContext) -> Any:
     model_cfg = ctx.cfg.model
     name = resolve_model_path(model_cfg.tokenizer or model_cfg.name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name, revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code)
+        tokenizer = from_pretrained_offline_first(
+            AutoTokenizer, name, revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code)
         )
     except (OSError, ValueError) as exc:
         raise _load_error("tokenizer", name, exc) from exc
@@ -99,7 +151,7 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     kwargs.update(load_kwargs)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        model = from_pretrained_offline_first(AutoModelForCausalLM, name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, exc) from exc
     tokenizer = ctx.tokenizer

@@ -1,0 +1,1 @@
+"""Hydra options of ft-preference: ``method/<name>.yaml`` and ``data/preference.yaml``."""

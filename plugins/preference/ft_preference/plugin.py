@@ -1,0 +1,137 @@
+"""Hook implementations of ft-preference: ``method=dpo|ipo|kto|orpo|simpo`` on TRL's trainers.
+
+Selecting a method also selects ``data=preference`` (the method options' defaults list does it), so
+``ft run +method=dpo data.path=pairs.jsonl`` needs nothing else. torch, trl and peft are imported only
+inside hooks that run during training: ``ft validate`` stays fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ft import PluginInfo, hookimpl
+from ft.context import RunContext
+from ft.errors import ConfigError
+
+FT_PLUGIN = PluginInfo(
+    name="preference",
+    description="Preference fine-tuning on TRL: method=dpo, ipo, kto, orpo, simpo (with data=preference)",
+    capabilities=("trainer", "dataset"),
+)
+
+log = logging.getLogger("ft")
+
+
+def _selected(choices: dict[str, str | None]) -> str | None:
+    from ft_preference.trainers import METHODS
+
+    method = choices.get("method")
+    return method if method in METHODS else None
+
+
+@hookimpl
+def config_schemas() -> dict[str, type]:
+    from ft_preference.schema import SCHEMAS
+
+    return dict(SCHEMAS)
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    method = _selected(choices)
+    if method is None:
+        if choices.get("data") == "preference":
+            raise ConfigError(
+                f"data=preference needs a preference method (method=dpo, ipo, kto, orpo or simpo), "
+                f"not method={choices.get('method')}"
+            )
+        return
+    section = cfg.method
+    for key in ("beta",):
+        if float(section[key]) <= 0:
+            raise ConfigError(f"method.{key}={section[key]} is not valid: expected a number > 0")
+    for key in ("max_length", "max_prompt_length", "max_completion_length"):
+        if section.get(key) is not None and int(section[key]) < 1:
+            raise ConfigError(f"method.{key}={section[key]} is not valid: expected an integer >= 1 or null")
+    if section.get("max_prompt_length") and section.get("max_length") and section.max_prompt_length >= section.max_length:
+        raise ConfigError(
+            f"method.max_prompt_length={section.max_prompt_length} must be below method.max_length="
+            f"{section.max_length}, or no completion token fits"
+        )
+    if "label_smoothing" in section and not 0.0 <= float(section.label_smoothing) < 0.5:
+        raise ConfigError(f"method.label_smoothing={section.label_smoothing} is not valid: expected a number in [0, 0.5)")
+    if method == "dpo" and section.loss_type == "exo_pair" and float(section.label_smoothing) == 0.0:
+        raise ConfigError("method.loss_type=exo_pair needs method.label_smoothing > 0 (the EXO paper uses 1e-3)")
+    if method == "kto" and int(cfg.trainer.micro_batch_size) < 2:
+        raise ConfigError(
+            f"trainer.micro_batch_size={cfg.trainer.micro_batch_size}: method=kto needs at least 2 rows a batch "
+            f"(its KL estimate pairs each completion with another row's prompt)"
+        )
+    if method in ("dpo", "ipo", "kto") and section.precompute_ref_log_probs and section.ref_adapter_copy:
+        raise ConfigError("method.ref_adapter_copy=true has no effect with method.precompute_ref_log_probs=true; drop one")
+    data = cfg.data
+    if data.get("val_size") is not None and float(data.val_size) < 0:
+        raise ConfigError(f"data.val_size={data.val_size} is not valid: expected a fraction or a count >= 0")
+
+
+@hookimpl
+def cli_commands() -> list[Any]:
+    from ft.cli import Command
+    from ft_preference import cli
+
+    return [Command("prefs", "convert or check preference data (HH-RLHF, GSM8K solutions, KTO rows)",
+                    cli.run, cli.add_arguments)]
+
+
+@hookimpl
+def prepare_dataset(ctx: RunContext) -> Any:
+    from ft_preference.data import prepare
+    from ft_preference.trainers import spec_for
+
+    return prepare(ctx, spec_for(ctx).kind)
+
+
+@hookimpl(trylast=True)
+def load_reference_model(ctx: RunContext, role: str) -> Any:
+    """Fallback reference for a full fine-tune: a frozen copy of the model as it starts training."""
+    from ft_preference.trainers import frozen_copy, is_peft_model
+
+    if role != "reference" or is_peft_model(ctx.model):
+        return None
+    return frozen_copy(ctx.model)
+
+
+@hookimpl
+def create_trainer(ctx: RunContext) -> Any:
+    from ft_preference.trainers import build_trainer
+
+    return build_trainer(ctx)
+
+
+@hookimpl
+def post_trainer_create(ctx: RunContext) -> None:
+    from ft_preference.report import evaluate_before
+
+    state = ctx.extras.setdefault("preference", {})
+    if ctx.datasets.eval is not None and ctx.cfg.method.get("eval_before", True):
+        state["before"] = evaluate_before(ctx.trainer)
+
+
+@hookimpl
+def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    from ft.builtin.outputs import read_metrics
+    from ft_preference.report import plot_rewards, summarise
+
+    state = ctx.extras.setdefault("preference", {})
+    lines = summarise(metrics, state.get("before"), ctx.trainer.state.log_history)
+    plotted = ctx.cfg.run.plot and plot_rewards(read_metrics(ctx.metrics_path), ctx.run_dir / "rewards.png",
+                                                title=f"{ctx.run_dir.name} ({ctx.choices['method']})")
+    if lines or plotted:
+        header = f"preference ({ctx.choices['method']})"
+        if ctx.datasets.eval is not None:
+            header += f", held-out split of {len(ctx.datasets.eval)} rows"
+        ctx.report_lines.append(header + ":")
+        ctx.report_lines.extend(lines)
+        if plotted:
+            ctx.report_lines.append(f"  reward curves: {ctx.run_dir / 'rewards.png'}")

@@ -1,0 +1,113 @@
+"""Typed schemas of the options ft-preference provides (``method/<name>``, ``data/preference``).
+
+ft validates every key, type and enum against these dataclasses before any model or data loads.
+Torch-free on purpose: ``ft validate`` imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ft.schema import path_field
+
+#: The loss variants TRL 1.16's DPOTrainer implements (``DPOConfig.loss_type``).
+DpoLossType = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm",
+]
+
+
+@dataclass
+class _Lengths:
+    """Token limits shared by every method (applied by ft's data stage and by TRL)."""
+
+    max_length: int | None = 512
+    max_prompt_length: int | None = None
+    max_completion_length: int | None = None
+
+
+@dataclass
+class DpoConfig(_Lengths):
+    """``method=dpo``: Direct Preference Optimization against a frozen reference."""
+
+    name: str = "dpo"
+    beta: float = 0.1
+    loss_type: DpoLossType = "sigmoid"
+    label_smoothing: float = 0.0
+    precompute_ref_log_probs: bool = False
+    ref_adapter_copy: bool = False
+    eval_before: bool = True
+
+
+@dataclass
+class IpoConfig(_Lengths):
+    """``method=ipo``: Identity Preference Optimization (DPO's trainer with the IPO loss)."""
+
+    name: str = "ipo"
+    beta: float = 0.1
+    precompute_ref_log_probs: bool = False
+    ref_adapter_copy: bool = False
+    eval_before: bool = True
+
+
+@dataclass
+class KtoConfig(_Lengths):
+    """``method=kto``: Kahneman-Tversky Optimization on completions labelled good or bad."""
+
+    name: str = "kto"
+    beta: float = 0.1
+    loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    precompute_ref_log_probs: bool = False
+    ref_adapter_copy: bool = False
+    eval_before: bool = True
+
+
+@dataclass
+class OrpoConfig(_Lengths):
+    """``method=orpo``: Odds Ratio Preference Optimization (SFT + odds-ratio term, no reference)."""
+
+    name: str = "orpo"
+    beta: float = 0.1
+    eval_before: bool = True
+
+
+@dataclass
+class SimpoConfig(_Lengths):
+    """``method=simpo``: SimPO, length-normalised rewards with a target margin (TRL's CPO trainer)."""
+
+    name: str = "simpo"
+    beta: float = 2.0
+    gamma: float = 1.0
+    cpo_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    eval_before: bool = True
+
+
+@dataclass
+class PreferenceDataConfig:
+    """``data=preference``: one local file of preference rows (selected by every preference method)."""
+
+    path: str | None = path_field()
+    format: Literal["auto", "paired", "unpaired", "dialogue", "gsm8k"] = "auto"
+    val_path: str | None = path_field()
+    val_size: float = 0.1
+    max_rows: int | None = None
+    max_eval_rows: int | None = None
+    shuffle: bool = True
+    bad_rows: Literal["error", "drop"] = "error"
+    text_as_chat: bool = False
+    max_pairs_per_prompt: int = 4
+
+
+METHOD_SCHEMAS: dict[str, type] = {
+    "method/dpo": DpoConfig,
+    "method/ipo": IpoConfig,
+    "method/kto": KtoConfig,
+    "method/orpo": OrpoConfig,
+    "method/simpo": SimpoConfig,
+}
+
+SCHEMAS: dict[str, type] = {**METHOD_SCHEMAS, "data/preference": PreferenceDataConfig}

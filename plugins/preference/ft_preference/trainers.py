@@ -1,0 +1,167 @@
+"""Build TRL's preference trainers from ft's config: one table of methods, one builder.
+
+Every trainer is ``ft.training.ft_trainer_class(TRLTrainer)``, so ft's ``loss``, ``optimizer`` and
+``lr_scheduler`` hooks keep working on top of TRL. The TRL config (``DPOConfig``...) starts from the
+kernel's training arguments (``ctx.training_args``, from the ``trainer`` and ``optim`` groups) and
+adds the method's own knobs. TRL defaults that do not fit the machine (bf16 autocast and gradient
+checkpointing are on by default in TRL, even on CPU) are set from ft's ``trainer.precision`` and
+``trainer.gradient_checkpointing``, so ``ft run`` behaves the same for every method.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from ft.context import RunContext
+
+log = logging.getLogger("ft")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one ``method=<name>`` maps onto TRL."""
+
+    name: str
+    kind: str  # "paired" (prompt/chosen/rejected) or "unpaired" (prompt/completion/label)
+    needs_reference: bool
+    trainer: str  # "module:Class"
+    config: str
+
+
+METHODS: dict[str, MethodSpec] = {
+    "dpo": MethodSpec("dpo", "paired", True, "trl:DPOTrainer", "trl:DPOConfig"),
+    "ipo": MethodSpec("ipo", "paired", True, "trl:DPOTrainer", "trl:DPOConfig"),
+    "kto": MethodSpec("kto", "unpaired", True, "trl:KTOTrainer", "trl:KTOConfig"),
+    "orpo": MethodSpec("orpo", "paired", False, "trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig"),
+    "simpo": MethodSpec("simpo", "paired", False, "trl.experimental.cpo:CPOTrainer", "trl.experimental.cpo:CPOConfig"),
+}
+
+
+def spec_for(ctx_or_choices: Any) -> MethodSpec:
+    choices = ctx_or_choices if isinstance(ctx_or_choices, dict) else ctx_or_choices.choices
+    return METHODS[choices["method"]]
+
+
+def _load(ref: str) -> Any:
+    module, name = ref.split(":")
+    with warnings.catch_warnings():
+        # trl.experimental warns on import that its API may change; ft pins the version it supports.
+        warnings.simplefilter("ignore")
+        return getattr(importlib.import_module(module), name)
+
+
+def method_fields(name: str, method: Any) -> dict[str, Any]:
+    """The TRL config fields of one method, from its ``method`` config section."""
+    fields: dict[str, Any] = {"beta": float(method.beta), "max_length": method.max_length}
+    if name == "dpo":
+        fields.update(loss_type=[method.loss_type], label_smoothing=float(method.label_smoothing))
+    elif name == "ipo":
+        fields.update(loss_type=["ipo"])
+    elif name == "kto":
+        fields.update(loss_type=method.loss_type, desirable_weight=float(method.desirable_weight),
+                      undesirable_weight=float(method.undesirable_weight))
+    elif name == "simpo":
+        fields.update(loss_type="simpo", simpo_gamma=float(method.gamma), cpo_alpha=float(method.cpo_alpha),
+                      label_smoothing=float(method.label_smoothing))
+    if METHODS[name].needs_reference:
+        fields["precompute_ref_log_probs"] = bool(method.precompute_ref_log_probs)
+    return fields
+
+
+def trl_arguments(ctx: RunContext) -> dict[str, Any]:
+    """Keyword arguments of the TRL config: the kernel's training arguments plus the method's fields."""
+    spec = spec_for(ctx)
+    trainer_cfg = ctx.cfg.trainer
+    kwargs = dict(ctx.training_args)
+    # TRL turns these on by default (even on CPU); ft's config decides, the same for every method.
+    kwargs.setdefault("gradient_checkpointing", bool(trainer_cfg.gradient_checkpointing))
+    kwargs.setdefault("bf16", trainer_cfg.precision == "bf16")
+    kwargs.setdefault("fp16", trainer_cfg.precision == "fp16")
+    kwargs.update(method_fields(spec.name, ctx.cfg.method))
+    return kwargs
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def frozen_copy(model: Any) -> Any:
+    """A frozen deep copy of ``model`` (the full fine-tune reference): eval mode, no gradients."""
+    import copy
+
+    reference = copy.deepcopy(model)
+    reference.eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def build_trainer(ctx: RunContext) -> Any:
+    """The ft-aware TRL trainer of the selected method, with its reference set up."""
+    from ft.training import ft_trainer_class
+
+    spec = spec_for(ctx)
+    method_cfg = ctx.cfg.method
+    config_cls, trainer_cls = _load(spec.config), _load(spec.trainer)
+    args = config_cls(**trl_arguments(ctx))
+    peft = is_peft_model(ctx.model)
+    kwargs: dict[str, Any] = {
+        "model": ctx.model,
+        "args": args,
+        "train_dataset": ctx.datasets.train,
+        "eval_dataset": ctx.datasets.eval,
+        "processing_class": ctx.tokenizer,
+        "callbacks": ctx.callbacks,
+        "ft_ctx": ctx,
+    }
+    if spec.needs_reference:
+        kwargs["ref_model"] = reference_for(ctx, peft, bool(method_cfg.precompute_ref_log_probs))
+    trainer = ft_trainer_class(trainer_cls)(**kwargs)
+    if peft and spec.needs_reference and not method_cfg.ref_adapter_copy:
+        drop_reference_adapter(ctx.model)
+    return trainer
+
+
+def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
+    """The reference model to hand TRL, or ``None`` where TRL needs no separate model.
+
+    With an adapter the reference is the base model with the adapter disabled; with precomputed
+    reference log-probs TRL scores the data once with the untrained model before training starts.
+    Otherwise (full fine-tune) the ``load_reference_model`` hook provides a frozen copy.
+    """
+    if peft:
+        log.info("reference: the base model with the adapter disabled (no second copy)")
+        return None
+    if precompute:
+        log.info("reference: log-probs precomputed once with the model before training (no copy kept)")
+        return None
+    reference = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference")
+    if reference is None:
+        from ft.errors import PluginError
+
+        raise PluginError("no plugin provided a reference model for a full fine-tune (load_reference_model)")
+    ctx.reference_model = reference
+    log.info("reference: a frozen copy of the model (full fine-tune)")
+    return reference
+
+
+def drop_reference_adapter(model: Any) -> None:
+    """Remove the ``ref`` adapter TRL copies from a PeftModel's adapter.
+
+    TRL keeps a copy of the starting adapter as the reference. A new adapter starts as the identity,
+    so the base model with the adapter disabled is the same reference without the copy (and the
+    saved adapter folder holds only the trained adapter). ``method.ref_adapter_copy=true`` keeps it,
+    for continuing to train an adapter that is already trained.
+    """
+    if "ref" in getattr(model, "peft_config", {}):
+        active = model.active_adapter
+        model.delete_adapter("ref")
+        if model.active_adapter != active:
+            model.set_adapter(active)

@@ -144,8 +144,12 @@ def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
     load_kwargs = merge_fragments({}, pm.hook.pre_model_load(ctx=ctx), "pre_model_load")
     ctx.model = pm.hook.load_model(ctx=ctx, load_kwargs=load_kwargs)
     pm.hook.post_model_load(ctx=ctx)
-    trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in ctx.model.parameters())
+    counter = getattr(ctx.model, "get_nb_trainable_parameters", None)
+    if callable(counter):  # PEFT models: counts bitsandbytes' packed 4-bit weights at their real size
+        trainable, total = counter()
+    else:
+        trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in ctx.model.parameters())
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
     ctx.training_args = merge_fragments(base_training_args(ctx), pm.hook.training_args(ctx=ctx), "training_args")

@@ -1,0 +1,72 @@
+"""ft-lora's hooks: ``adapter=lora`` wraps the model with a PEFT LoRA adapter; ``ft merge`` folds it in.
+
+Lifecycle: ``validate_config`` checks the adapter keys (and, for a local model folder, that every
+target module exists) before anything loads; ``post_model_load`` wraps ``ctx.model`` in a
+``PeftModel`` so that only adapter weights train; ``post_save`` makes the saved adapter folder
+loadable by plain PEFT (real base path) and records what ``ft merge`` needs.
+
+Other plugins build on this one by declaring ``requires=("lora",)`` (ft-qlora does): they see the
+same ``adapter.*`` keys and may prepare the base model before this plugin wraps it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ft import hookimpl
+from ft.plugins import PluginInfo
+
+from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
+
+FT_PLUGIN = PluginInfo(
+    name="lora",
+    description="LoRA adapters on PEFT (adapter=lora): only adapter weights train; ft merge folds them in",
+)
+
+log = logging.getLogger("ft")
+
+
+@hookimpl
+def config_schemas() -> dict[str, type]:
+    return {"adapter/lora": LoraAdapterConfig}
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    adapter = cfg.get("adapter")
+    if adapter is None:
+        return
+    check_adapter_values(adapter)
+    model_dir = Path(str(cfg.model.name_or_path)).expanduser()
+    if model_dir.is_dir():
+        early_target_check(adapter, model_dir)
+
+
+@hookimpl
+def cli_commands() -> list[Any]:
+    from ft_lora.merge import merge_command
+
+    return [merge_command()]
+
+
+@hookimpl
+def post_model_load(ctx: Any) -> None:
+    from ft_lora.adapter import wrap_model
+
+    ctx.model = wrap_model(ctx.model, ctx.cfg.adapter, Path(ctx.run_dir),
+                           gradient_checkpointing=bool(ctx.cfg.trainer.gradient_checkpointing))
+
+
+@hookimpl
+def post_save(ctx: Any, output_dir: str) -> None:
+    from ft_lora.adapter import finish_saved_adapter
+
+    finish_saved_adapter(ctx, Path(output_dir))
+    run_dir = ctx.run_dir
+    ctx.report_lines.append(
+        f"adapter (PEFT format): {output_dir}\n"
+        f"  try it:  ft generate {run_dir} --prompt \"...\"   (or: ft chat {run_dir})\n"
+        f"  merge:   ft merge {run_dir}   (a standalone model in {run_dir}/merged)"
+    )

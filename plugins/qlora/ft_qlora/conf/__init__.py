@@ -1,0 +1,1 @@
+"""Hydra options of ft-qlora: ``adapter/qlora.yaml`` (found through the ``ft.conf`` entry point)."""

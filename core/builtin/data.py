@@ -1,18 +1,25 @@
-"""Builtin plugin: the data stage for supervised fine-tuning (formats, tokenization, batching)."""
+"""Builtin plugin: the data stage (sources, formats, length policy, cache) and ``ft preprocess``.
+
+The work is done in :mod:`ft.data`; this module wires it to the hooks: ``dataset_formats`` (the
+builtin formats), ``prepare_dataset`` (the fallback data stage), ``collator``, ``validate_config``
+(checks of ``data.datasets`` entries before anything loads) and ``cli_commands`` (``ft preprocess``).
+Nothing heavy is imported at module level: ``ft validate`` stays fast.
+"""
 
 from __future__ import annotations
 
-import random
+import argparse
+import sys
 from typing import Any
 
 from ft import hookimpl
 from ft.context import DatasetBundle, RunContext
-from ft.errors import DataError
+from ft.errors import ConfigError, DataError
 from ft.plugins import PluginInfo
 
 FT_PLUGIN = PluginInfo(
     name="data",
-    description="Loads local json/jsonl data, formats it (alpaca, chat_template), tokenizes and pads",
+    description="Data stage: local/hub sources, formats with exact label masking, cache, ft preprocess",
     always_active=True,
 )
 
@@ -24,57 +31,54 @@ def dataset_formats() -> dict[str, Any]:
     return dict(BUILTIN_FORMATS)
 
 
+def all_formats(ctx: RunContext) -> dict[str, Any]:
+    """Every format the active plugins contribute, by name."""
+    from ft.data.pipeline import resolve_formats
+
+    return resolve_formats(ctx.pm.hook.dataset_formats())
+
+
 def resolve_format(ctx: RunContext, name: str) -> Any:
     """The format callable named ``name`` among every plugin's ``dataset_formats``."""
-    formats: dict[str, Any] = {}
-    for contribution in ctx.pm.hook.dataset_formats():
-        for key, fn in (contribution or {}).items():
-            if key in formats and formats[key] is not fn:
-                raise DataError(f"two plugins provide the dataset format '{key}'")
-            formats[key] = fn
-    if name not in formats:
-        from ft.errors import did_you_mean
+    from ft.data.pipeline import pick_format
 
-        raise DataError(f"data.format={name!r}: unknown format{did_you_mean(name, formats)}; available: {', '.join(sorted(formats))}")
-    return formats[name]
+    return pick_format(all_formats(ctx), name)
+
+
+def _bundle(ctx: RunContext, prepared: Any) -> DatasetBundle:
+    state = ctx.extras.setdefault("data", {})
+    state["prepared"] = prepared
+    import logging
+
+    log = logging.getLogger("ft")
+    for name, part in prepared.parts.items():
+        where = f"cache hit {part.cache_dir}" if part.cached else (f"cached in {part.cache_dir}" if part.cache_dir else "not cached")
+        log.info("data %s: %s rows -> %s examples, %s tokens, %.1f%% trained (%s)", name, part.stats.get("rows_in"),
+                 part.stats.get("rows"), part.stats.get("tokens"), 100 * float(part.stats.get("trained_fraction", 0)), where)
+    return DatasetBundle(prepared.train, prepared.eval, stats=prepared.stats)
 
 
 def bundle_from_rows(ctx: RunContext, rows: list[dict[str, Any]], source: str,
                      eval_rows: list[dict[str, Any]] | None = None) -> DatasetBundle:
-    """Split (when ``data.val_size`` > 0), tokenize and wrap rows as a :class:`DatasetBundle`."""
-    from datasets import Dataset
+    """Tokenize rows held in memory (cached like files) with ``data.format`` into a bundle;
+    ``data.val_size`` splits off an evaluation set when ``eval_rows`` is not given."""
+    from ft.data.pipeline import prepare_data
 
-    from ft.data import tokenize_rows
-
-    data_cfg = ctx.cfg.data
-    rows = list(rows)
-    if data_cfg.shuffle:
-        random.Random(int(ctx.cfg.seed)).shuffle(rows)
-    if data_cfg.max_rows:
-        rows = rows[: int(data_cfg.max_rows)]
-    if eval_rows is None and float(data_cfg.val_size) > 0:
-        n_eval = max(1, int(round(len(rows) * float(data_cfg.val_size))))
-        if n_eval >= len(rows):
-            raise DataError(f"data.val_size={data_cfg.val_size} leaves no training rows out of {len(rows)}")
-        eval_rows, rows = rows[:n_eval], rows[n_eval:]
-    formatter = resolve_format(ctx, data_cfg.format)
-    train, stats = tokenize_rows(rows, formatter, ctx.tokenizer, data_cfg, source=source)
-    bundle = DatasetBundle(Dataset.from_list(train), stats={"train": stats})
-    if eval_rows:
-        evaluated, eval_stats = tokenize_rows(eval_rows, formatter, ctx.tokenizer, data_cfg, source=f"{source} (eval)")
-        bundle.eval = Dataset.from_list(evaluated)
-        bundle.stats["eval"] = eval_stats
-    return bundle
+    state = ctx.extras.get("data", {})
+    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=int(ctx.cfg.seed), rows=rows,
+                            eval_rows=eval_rows, source=source, rebuild=bool(state.get("rebuild")),
+                            progress=state.get("progress"))
+    return _bundle(ctx, prepared)
 
 
 @hookimpl(trylast=True)
 def prepare_dataset(ctx: RunContext) -> DatasetBundle:
-    from ft.data import read_rows
+    from ft.data.pipeline import prepare_data
 
-    path = ctx.cfg.data.path
-    if not path:
-        raise DataError("data.path is not set: point it at a .json or .jsonl file (data.path=...)")
-    return bundle_from_rows(ctx, read_rows(path), source=str(path))
+    state = ctx.extras.get("data", {})
+    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=int(ctx.cfg.seed),
+                            rebuild=bool(state.get("rebuild")), progress=state.get("progress"))
+    return _bundle(ctx, prepared)
 
 
 @hookimpl(trylast=True)
@@ -82,3 +86,130 @@ def collator(ctx: RunContext) -> Any:
     from ft.data import PaddingCollator
 
     return PaddingCollator(pad_token_id=ctx.tokenizer.pad_token_id)
+
+
+# -- validation (no heavy imports) ---------------------------------------------------------------
+
+
+def _check_entry(prefix: str, entry: Any, data: dict[str, Any]) -> None:
+    from ft.data.sources import is_local
+    from ft.schema import DatasetConfig, validate_node
+
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{prefix}={entry!r} is not valid: expected a mapping with at least 'path'")
+    validate_node(prefix, entry, DatasetConfig)
+    path = entry.get("path")
+    if not isinstance(path, str) or not path or path == "???":
+        raise ConfigError(f"'{prefix}.path' is required: a data file, a folder or a hub dataset id")
+    from pathlib import Path
+
+    if is_local(path) and not Path(path).expanduser().exists():
+        raise ConfigError(f"{prefix}.path={path!r}: no such file or folder; check the path")
+    _check_format_options(prefix, {**data, **{k: v for k, v in entry.items() if v is not None}})
+
+
+def _check_format_options(prefix: str, options: dict[str, Any]) -> None:
+    from ft.data.formats import NAMED_CHAT_TEMPLATES
+
+    fmt = options.get("format")
+    if fmt == "template":
+        template, marker = options.get("template"), options.get("train_marker") or "{train}"
+        if not template:
+            raise ConfigError(f"{prefix}.format=template needs {prefix}.template, e.g. 'Q: {{question}}\\nA: {marker}{{answer}}'")
+        if template.count(marker) != 1:
+            raise ConfigError(f"{prefix}.template must contain the marker {marker!r} exactly once (where training starts)")
+    template = options.get("chat_template")
+    if template and template != "tokenizer_default" and template not in NAMED_CHAT_TEMPLATES and "{{" not in template and "{%" not in template:
+        raise ConfigError(f"{prefix}.chat_template={template!r}: expected tokenizer_default, "
+                          f"{', '.join(NAMED_CHAT_TEMPLATES)}, or a Jinja template string")
+    mappings = options.get("message_property_mappings") or {}
+    unknown = [k for k in mappings if k not in ("role", "content")]
+    if fmt == "chat_template" and unknown and not all(isinstance(v, str) for v in mappings.values()):
+        raise ConfigError(f"{prefix}.message_property_mappings values must be field names (strings)")
+    roles = options.get("roles") or {}
+    for target, sources in roles.items():
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise ConfigError(f"{prefix}.roles.{target} must be a list of role names, e.g. [human]")
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    from omegaconf import OmegaConf
+
+    data = cfg.get("data") if hasattr(cfg, "get") else None
+    if data is None:
+        return
+    data = OmegaConf.to_container(data, resolve=True) if not isinstance(data, dict) else data
+    if "sequence_len" in data and int(data.get("sequence_len") or 0) <= 0:  # data=preference has none
+        raise ConfigError(f"data.sequence_len={data.get('sequence_len')!r} is not valid: expected a positive integer")
+    val_size = float(data.get("val_size") or 0)
+    if val_size < 0:
+        raise ConfigError(f"data.val_size={val_size} is not valid: expected a fraction in [0, 1) or a row count")
+    if int(data.get("min_len") or 0) < 0:
+        raise ConfigError(f"data.min_len={data.get('min_len')} is not valid: expected 0 or more")
+    for key in ("datasets", "val_datasets"):
+        for index, entry in enumerate(data.get(key) or []):
+            _check_entry(f"data.{key}[{index}]", entry, {k: v for k, v in data.items() if k not in ("datasets", "val_datasets")})
+    if not data.get("datasets"):
+        _check_format_options("data", data)
+
+
+# -- ft preprocess ---------------------------------------------------------------------------------
+
+
+def _add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for ft run (data=chat data.path=...)")
+    parser.add_argument("--rebuild", action="store_true", help="tokenize again even if the cache has this data")
+    parser.add_argument("--show", type=int, default=0, metavar="N",
+                        help="print N examples with trained and masked tokens told apart")
+    parser.add_argument("--export", metavar="FILE.jsonl", help="write the tokenized training rows (input_ids, labels, attention_mask)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour in --show (default: auto)")
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from ft.cli import split_p_flags
+    from ft.plugins import make_plugin_manager
+    from ft.runner import Session, validate_all
+
+    for item in args.overrides:
+        if item.startswith("-"):
+            raise ConfigError(f"unknown option '{item}'; overrides look like key=value")
+    p_flags, _ = split_p_flags(sys.argv[1:])
+    session = Session(p_flags)
+    _, jobs = validate_all(session, list(args.overrides), multirun=False)
+    composed = jobs[0]
+    active = session.check_plugins(composed)
+    pm = make_plugin_manager(active)
+    with tempfile.TemporaryDirectory(prefix="ft-preprocess-") as scratch:
+        ctx = RunContext(cfg=composed.cfg, choices=composed.choices, run_dir=Path(scratch), pm=pm)
+        ctx.extras["data"] = {"rebuild": bool(args.rebuild), "progress": None if sys.stderr.isatty() else False}
+        ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
+        bundle = pm.hook.prepare_dataset(ctx=ctx)
+        if bundle is None:
+            raise DataError("no plugin prepared a dataset for this config")
+        prepared = ctx.extras.get("data", {}).get("prepared")
+        from ft.data.show import print_report, show_examples, export_jsonl
+
+        print_report(prepared, bundle, sys.stdout)
+        dataset = bundle.train
+        columns = set(getattr(dataset, "column_names", []) or [])
+        if (args.show or args.export) and not {"input_ids", "labels"} <= columns:
+            raise DataError("this config's data stage does not produce tokenized rows (input_ids, labels) to show or export")
+        if args.show:
+            colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+            show_examples(dataset, ctx.tokenizer, int(args.show), sys.stdout, colour=colour)
+        if args.export:
+            count = export_jsonl(dataset, args.export)
+            print(f"exported {count} rows to {args.export}")
+    return 0
+
+
+@hookimpl
+def cli_commands() -> list[Any]:
+    from ft.cli import Command
+
+    return [Command(name="preprocess", help="tokenize and cache the data of a config; report counts, show examples",
+                    run=_run_preprocess, add_arguments=_add_preprocess_arguments)]

@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ft.builtin.sft",
     "ft.builtin.outputs",
     "ft.builtin.default_task",
+    "ft.builtin.generate",
 )
 
 

@@ -137,8 +137,11 @@ def launch(session: Session, overrides: list[str], multirun: bool) -> list[JobRe
 def _metric_columns(results: list[JobResult]) -> list[str]:
     preferred = ["train_loss", "eval_loss", "task_accuracy_before", "task_accuracy_after"]
     present = {k for r in results for k in r.metrics}
-    extra = sorted(k for k in present if k.startswith(("eval_", "task_", "rewards/")) and k not in preferred)
-    return [k for k in preferred if k in present] + extra[:6]
+    # Scores a plugin measured before and after training (held-out reward accuracy...) come next.
+    paired = sorted((k for k in present if k.endswith(("_before", "_after")) and k not in preferred),
+                    key=lambda k: (k.rsplit("_", 1)[0], k.endswith("_after")))
+    extra = sorted(k for k in present if k.startswith(("eval_", "task_", "rewards/")) and k not in preferred + paired)
+    return [k for k in preferred if k in present] + paired + extra[: max(0, 6 - len(paired))]
 
 
 def _fmt(value: Any) -> str:

@@ -1,8 +1,14 @@
-"""The data stage of preference methods: file -> checked canonical rows -> held-out split -> text.
+"""The data stage of preference methods: sources -> checked rows -> held-out split -> text rows.
 
 Runs in place of ft's SFT data stage (this plugin provides the ``dataset`` capability): the trainers
 want preference rows (prompt / chosen / rejected, or prompt / completion / label), not SFT-tokenized
-``input_ids`` and ``labels``. TRL tokenizes the text rows itself.
+``input_ids`` and ``labels``; TRL tokenizes the text rows itself.
+
+Reading and checking rows is the kernel's job (:func:`ft.data.load_preference_rows`: sources, role
+mapping, missing or empty fields, identical pairs, the ``bad_rows`` policy). This module adds what is
+specific to preference methods: converting common shapes first (GSM8K solutions, whole-dialogue
+pairs split at the last shared assistant turn), pairs -> KTO rows, a held-out split by prompt, the
+chat-template rendering and the token limits.
 """
 
 from __future__ import annotations
@@ -13,75 +19,109 @@ from typing import Any
 from ft.context import DatasetBundle, RunContext
 from ft.errors import DataError
 from ft_preference.render import Renderer, apply_length_limits
-from ft_preference.rows import convert_rows, split_by_prompt
+from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired, split_by_prompt
 
 PREFERENCE_FORMATS = ("auto", "paired", "unpaired", "dialogue", "gsm8k")
+#: Shapes this plugin converts before the kernel checks the rows.
+CONVERTED = ("gsm8k", "dialogue")
 
 
-def option(section: Any, key: str, default: Any) -> Any:
-    """``section.key`` when the selected data option has that key (``data=chat`` has fewer)."""
-    value = section.get(key, default) if hasattr(section, "get") else getattr(section, key, default)
-    return default if value is None and default is not None else value
+def plain_config(section: Any) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(section, DictConfig):
+        return OmegaConf.to_container(section, resolve=True)
+    return dict(section)
 
 
-def load_rows(path: str, fmt: str, kind: str, data_cfg: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Read one file and convert it into checked canonical rows of ``kind`` (paired or unpaired)."""
+def source_shape(data: dict[str, Any], path: str | None) -> str:
+    """The shape of ``path``'s rows: ``data.format``, or detected from the first row when ``auto``."""
+    fmt = data.get("format") or "auto"
+    if fmt not in PREFERENCE_FORMATS:  # an SFT data option (data=chat) chosen with a preference method
+        fmt = "auto"
+    if fmt != "auto" or not path:
+        return fmt
     from ft.data import read_rows
 
-    converted = convert_rows(
-        read_rows(path), fmt, kind,
-        bad_rows=option(data_cfg, "bad_rows", "error"),
-        max_pairs_per_prompt=int(option(data_cfg, "max_pairs_per_prompt", 4)),
-        source=str(path),
-    )
-    return converted.rows, converted.stats
+    rows = read_rows(path)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return detect_format(rows[0])
+
+
+def load_split(data: dict[str, Any], path: str | None, kind: str, seed: int, which: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Checked canonical rows of ``kind`` from one source (``data.path`` or ``data.val_path``)."""
+    from ft.data import load_preference_rows, read_rows
+
+    shape = source_shape(data, path)
+    if shape == "unpaired" and kind == "paired":
+        raise DataError(
+            f"{path}: rows are unpaired (prompt/completion/label), but this method trains on pairs "
+            f"(prompt/chosen/rejected); use method=kto, or pair the completions"
+        )
+    # The kernel loader splits by row and reads val_path itself; ft-preference splits by prompt.
+    loader_cfg = {**data, "val_size": 0.0, "val_path": None, "val_datasets": []}
+    stats: dict[str, Any] = {}
+    rows = None
+    if which == "eval":
+        loader_cfg.update(path=path, datasets=[], max_rows=None)
+    if shape in CONVERTED and path:
+        converted = convert_rows(read_rows(path), shape, kind, bad_rows=data.get("bad_rows") or "error",
+                                 max_pairs_per_prompt=int(data.get("max_pairs_per_prompt") or 4), source=str(path))
+        rows, stats = converted.rows, {f"source_{k}" if k in ("rows_in", "rows_out") else k: v
+                                       for k, v in converted.stats.items()}
+    loader_kind = "unpaired" if kind == "unpaired" and (shape == "unpaired" or rows is not None) else "pairwise"
+    loaded = load_preference_rows(loader_cfg, loader_kind, seed, rows=rows)
+    out = loaded.train
+    if kind == "unpaired" and loader_kind == "pairwise":
+        out = pairs_to_unpaired(out)
+    if rows is not None and data.get("max_rows") and which == "train":
+        out = out[: int(data["max_rows"])]
+    stats.update({k: v for k, v in loaded.stats.items() if k not in ("eval_rows", "rows")})
+    return out, stats
 
 
 def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
     """Build the train (and held-out) datasets of plain-text preference rows for this run."""
     from datasets import Dataset
 
-    data_cfg, method_cfg = ctx.cfg.data, ctx.cfg.method
-    path = option(data_cfg, "path", None)
-    if not path:
+    data = plain_config(ctx.cfg.data)
+    method = ctx.cfg.method
+    seed = int(data.get("seed") if data.get("seed") is not None else ctx.cfg.seed)
+    if not data.get("path") and not data.get("datasets"):
         raise DataError("data.path is not set: point it at a file of preference rows (data.path=...)")
-    fmt = option(data_cfg, "format", "auto")
-    if fmt not in PREFERENCE_FORMATS:  # an SFT data option (data=chat) chosen with a preference method
-        fmt = "auto"
-    seed = int(ctx.cfg.seed)
-    rows, stats = load_rows(str(path), fmt, kind, data_cfg)
-    val_path = option(data_cfg, "val_path", None)
-    if val_path:
-        eval_rows, eval_stats = load_rows(str(val_path), fmt, kind, data_cfg)
-        train_rows = rows
+    train_rows, train_stats = load_split(data, data.get("path"), kind, seed, "train")
+    eval_rows: list[dict[str, Any]] = []
+    eval_stats: dict[str, Any] = {}
+    if data.get("val_path"):
+        eval_rows, eval_stats = load_split(data, data["val_path"], kind, seed, "eval")
+    elif data.get("val_datasets"):
+        from ft.data import load_preference_rows
+
+        loaded = load_preference_rows({**data, "datasets": data["val_datasets"], "path": None, "val_size": 0.0,
+                                       "val_datasets": [], "max_rows": None}, "unpaired" if kind == "unpaired" else "pairwise", seed)
+        eval_rows, eval_stats = loaded.train, dict(loaded.stats)
     else:
-        train_rows, eval_rows = split_by_prompt(rows, float(option(data_cfg, "val_size", 0.0)), seed)
-        eval_stats = {"rows_in": len(eval_rows)}
-    if option(data_cfg, "shuffle", True):
-        random.Random(seed).shuffle(train_rows)
-        random.Random(seed + 1).shuffle(eval_rows)
-    if option(data_cfg, "max_rows", None):
-        train_rows = train_rows[: int(data_cfg.max_rows)]
-    if option(data_cfg, "max_eval_rows", None):
-        eval_rows = eval_rows[: int(data_cfg.max_eval_rows)]
+        train_rows, eval_rows = split_by_prompt(train_rows, float(data.get("val_size") or 0.0), seed)
+        eval_stats = {"held_out_prompts": len({str(r["prompt"]) for r in eval_rows})}
+    random.Random(seed + 1).shuffle(eval_rows)
+    if data.get("max_eval_rows"):
+        eval_rows = eval_rows[: int(data["max_eval_rows"])]
 
-    renderer = Renderer(ctx.tokenizer, text_as_chat=bool(option(data_cfg, "text_as_chat", False)))
-    max_prompt = option(method_cfg, "max_prompt_length", None)
-    max_completion = option(method_cfg, "max_completion_length", None)
+    renderer = Renderer(ctx.tokenizer, text_as_chat=bool(data.get("text_as_chat")))
 
-    def finish(canonical: list[dict[str, Any]], split_stats: dict[str, int]) -> Any:
+    def finish(canonical: list[dict[str, Any]], split_stats: dict[str, Any]) -> Any:
         text_rows = apply_length_limits([renderer.row(r) for r in canonical], ctx.tokenizer,
-                                        max_prompt, max_completion, split_stats)
+                                        method.get("max_prompt_length"), method.get("max_completion_length"),
+                                        split_stats)
         split_stats["rows"] = len(text_rows)
         return Dataset.from_list(text_rows) if text_rows else None
 
-    train_stats = {**stats, "rows_train": len(train_rows)}
     train = finish(train_rows, train_stats)
     if train is None:
-        raise DataError(f"{path}: no training rows remain after the length limits ({train_stats})")
+        raise DataError(f"no training rows remain after the length limits ({train_stats})")
     bundle = DatasetBundle(train, stats={"train": train_stats})
     if eval_rows:
         bundle.eval = finish(eval_rows, eval_stats)
         bundle.stats["eval"] = eval_stats
-    ctx.extras.setdefault("preference", {})["kind"] = kind
     return bundle

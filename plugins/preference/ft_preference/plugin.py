@@ -68,8 +68,6 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
             f"trainer.micro_batch_size={cfg.trainer.micro_batch_size}: method=kto needs at least 2 rows a batch "
             f"(its KL estimate pairs each completion with another row's prompt)"
         )
-    if method in ("dpo", "ipo", "kto") and section.precompute_ref_log_probs and section.ref_adapter_copy:
-        raise ConfigError("method.ref_adapter_copy=true has no effect with method.precompute_ref_log_probs=true; drop one")
     data = cfg.data
     if data.get("val_size") is not None and float(data.val_size) < 0:
         raise ConfigError(f"data.val_size={data.val_size} is not valid: expected a fraction or a count >= 0")

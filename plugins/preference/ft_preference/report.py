@@ -73,8 +73,10 @@ def plot_rewards(records: list[dict[str, Any]], out: Path, title: str = "") -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (metric, label) in zip(axes, panels):
+    # KTO logs no accuracy (its rows are unpaired): draw only the panels that have points.
+    panels = [(m, label) for m, label in panels if any(k.endswith(m) for k in series)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels):
         for prefix, split in (("", "train"), ("eval_", "held-out")):
             points = series.get(f"{prefix}{metric}")
             if points:

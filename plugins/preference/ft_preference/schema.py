@@ -6,10 +6,14 @@ Torch-free on purpose: ``ft validate`` imports this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import ft.schema
 from ft.schema import path_field
+
+#: One entry of ``data.datasets``: the kernel's dataset schema (any mapping on older kernels).
+DatasetEntry = getattr(ft.schema, "DatasetConfig", dict)
 
 #: The loss variants TRL 1.16's DPOTrainer implements (``DPOConfig.loss_type``).
 DpoLossType = Literal[
@@ -36,7 +40,7 @@ class DpoConfig(_Lengths):
     loss_type: DpoLossType = "sigmoid"
     label_smoothing: float = 0.0
     precompute_ref_log_probs: bool = False
-    ref_adapter_copy: bool = False
+    reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
 
 
@@ -47,7 +51,7 @@ class IpoConfig(_Lengths):
     name: str = "ipo"
     beta: float = 0.1
     precompute_ref_log_probs: bool = False
-    ref_adapter_copy: bool = False
+    reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
 
 
@@ -61,7 +65,7 @@ class KtoConfig(_Lengths):
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
     precompute_ref_log_probs: bool = False
-    ref_adapter_copy: bool = False
+    reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
 
 
@@ -92,12 +96,17 @@ class PreferenceDataConfig:
 
     path: str | None = path_field()
     format: Literal["auto", "paired", "unpaired", "dialogue", "gsm8k"] = "auto"
+    datasets: list[DatasetEntry] = field(default_factory=list)
     val_path: str | None = path_field()
+    val_datasets: list[DatasetEntry] = field(default_factory=list)
     val_size: float = 0.1
     max_rows: int | None = None
     max_eval_rows: int | None = None
     shuffle: bool = True
+    seed: int | None = None
     bad_rows: Literal["error", "drop"] = "error"
+    message_property_mappings: dict[str, str] | None = None
+    roles: dict[str, list[str]] | None = None
     text_as_chat: bool = False
     max_pairs_per_prompt: int = 4
 

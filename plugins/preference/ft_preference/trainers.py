@@ -10,6 +10,7 @@ checkpointing are on by default in TRL, even on CPU) are set from ft's ``trainer
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import warnings
@@ -72,13 +73,18 @@ def method_fields(name: str, method: Any) -> dict[str, Any]:
     return fields
 
 
-def trl_arguments(ctx: RunContext) -> dict[str, Any]:
+def trl_arguments(ctx: RunContext, config_cls: type) -> dict[str, Any]:
     """Keyword arguments of the TRL config: the kernel's training arguments plus the method's fields."""
     spec = spec_for(ctx)
     trainer_cfg = ctx.cfg.trainer
     kwargs = dict(ctx.training_args)
     # TRL turns these on by default (even on CPU); ft's config decides, the same for every method.
-    kwargs.setdefault("gradient_checkpointing", bool(trainer_cfg.gradient_checkpointing))
+    checkpointing = bool(kwargs.get("gradient_checkpointing", trainer_cfg.gradient_checkpointing))
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(config_cls)}:
+        # transformers >= 5.23 reads the new name; the old one (TRL's default: True) is only a fallback.
+        kwargs.setdefault("activation_checkpointing", checkpointing)
+    else:  # pragma: no cover - older transformers
+        kwargs.setdefault("gradient_checkpointing", checkpointing)
     kwargs.setdefault("bf16", trainer_cfg.precision == "bf16")
     kwargs.setdefault("fp16", trainer_cfg.precision == "fp16")
     kwargs.update(method_fields(spec.name, ctx.cfg.method))
@@ -110,7 +116,7 @@ def build_trainer(ctx: RunContext) -> Any:
     spec = spec_for(ctx)
     method_cfg = ctx.cfg.method
     config_cls, trainer_cls = _load(spec.config), _load(spec.trainer)
-    args = config_cls(**trl_arguments(ctx))
+    args = config_cls(**trl_arguments(ctx, config_cls))
     peft = is_peft_model(ctx.model)
     kwargs: dict[str, Any] = {
         "model": ctx.model,
@@ -124,7 +130,7 @@ def build_trainer(ctx: RunContext) -> Any:
     if spec.needs_reference:
         kwargs["ref_model"] = reference_for(ctx, peft, bool(method_cfg.precompute_ref_log_probs))
     trainer = ft_trainer_class(trainer_cls)(**kwargs)
-    if peft and spec.needs_reference and not method_cfg.ref_adapter_copy:
+    if peft and spec.needs_reference and use_base_as_reference(ctx.model, method_cfg.reference_adapter):
         drop_reference_adapter(ctx.model)
     return trainer
 
@@ -137,7 +143,10 @@ def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
     Otherwise (full fine-tune) the ``load_reference_model`` hook provides a frozen copy.
     """
     if peft:
-        log.info("reference: the base model with the adapter disabled (no second copy)")
+        if use_base_as_reference(ctx.model, ctx.cfg.method.reference_adapter):
+            log.info("reference: the base model with the adapter disabled (no second copy)")
+        else:
+            log.info("reference: a frozen copy of the starting adapter on the shared base model")
         return None
     if precompute:
         log.info("reference: log-probs precomputed once with the model before training (no copy kept)")
@@ -152,13 +161,29 @@ def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
     return reference
 
 
-def drop_reference_adapter(model: Any) -> None:
-    """Remove the ``ref`` adapter TRL copies from a PeftModel's adapter.
+def adapter_is_identity(model: Any) -> bool:
+    """True when the active adapter does not change the model yet (a new LoRA: every B is zero).
 
-    TRL keeps a copy of the starting adapter as the reference. A new adapter starts as the identity,
-    so the base model with the adapter disabled is the same reference without the copy (and the
-    saved adapter folder holds only the trained adapter). ``method.ref_adapter_copy=true`` keeps it,
-    for continuing to train an adapter that is already trained.
+    Adapters ft cannot inspect (not LoRA) count as not the identity, which keeps the safe reference.
+    """
+    active = model.active_adapter
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n and f".{active}." in n]
+    return bool(lora_b) and all(not p.detach().any() for p in lora_b)
+
+
+def use_base_as_reference(model: Any, choice: str) -> bool:
+    """Whether the reference is the base with the adapter disabled (``method.reference_adapter``)."""
+    if choice == "auto":
+        return adapter_is_identity(model)
+    return choice == "base"
+
+
+def drop_reference_adapter(model: Any) -> None:
+    """Remove the ``ref`` adapter TRL copies from a PeftModel's starting adapter.
+
+    TRL keeps a copy of the starting adapter as the reference. A new LoRA adapter starts as the
+    identity, so the base model with the adapter disabled is the same reference without the copy (and
+    the saved adapter folder holds only the trained adapter).
     """
     if "ref" in getattr(model, "peft_config", {}):
         active = model.active_adapter

@@ -1,0 +1,114 @@
+"""Benchmark: tokenizing real data with ft's data stage, rows/s, side by side with Axolotl 0.19.
+
+    .venv/bin/python bench/preprocess/run.py [--axolotl-python /tmp/axolotl-venv/bin/python] [--repeat 3]
+
+Data: ../shared/data/gpteacher/toolformer.json (7,673 alpaca rows) and the chosen dialogues of
+../shared/data/hh-rlhf/harmless-base-test.jsonl.gz turned into messages (chat_template), tokenized
+with SmolLM2-135M-Instruct's tokenizer. ft runs its whole stage without the cache (read, format,
+length policy, Arrow dataset), once in one process (data.num_proc=1) and once with its default
+(all cores for large sets). Axolotl runs its dataset wrapper (the tokenizing ``map``) in one
+process, in its own virtual environment, on the same rows. Best of ``--repeat`` runs each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def chat_rows() -> list[dict]:
+    from ft.data.preference import parse_hh_dialogue
+
+    rows = []
+    with gzip.open(DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as handle:
+        for line in handle:
+            try:
+                rows.append({"messages": parse_hh_dialogue(json.loads(line)["chosen"])})
+            except Exception:  # noqa: BLE001 - skip the few malformed dialogues
+                continue
+    return rows
+
+
+def time_ft(path: Path, fmt: str, num_proc: int | None, repeat: int) -> tuple[float, int]:
+    from transformers import AutoTokenizer
+
+    from ft.data import BUILTIN_FORMATS, prepare_data
+    from ft.models.smollm2 import ensure_smollm2
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
+    cfg = {"path": str(path), "format": fmt, "sequence_len": 2048, "num_proc": num_proc, "shuffle": False}
+    best, rows = float("inf"), 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        prepared = prepare_data(cfg, tokenizer, dict(BUILTIN_FORMATS), use_cache=False, progress=False)
+        best = min(best, time.perf_counter() - started)
+        rows = next(iter(prepared.parts.values())).stats["rows_in"]
+    return best, rows
+
+
+def time_axolotl(python: str, path: Path, kind: str, repeat: int) -> float | None:
+    from ft.models.smollm2 import ensure_smollm2
+
+    if not Path(python).exists():
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        rows_path = Path(scratch) / "rows.jsonl"
+        if path.suffix == ".json":
+            rows_path.write_text("".join(json.dumps(r) + "\n" for r in json.loads(path.read_text())))
+        else:
+            rows_path.write_text(path.read_text())
+        job = Path(scratch) / "job.json"
+        job.write_text(json.dumps({"rows": str(rows_path), "tokenizer": str(ensure_smollm2()), "type": kind,
+                                   "sequence_len": 2048, "num_proc": 1}))
+        best = float("inf")
+        for _ in range(repeat):
+            done = subprocess.run([python, str(HERE / "axolotl_reference.py"), str(job), str(Path(scratch) / "out.jsonl")],
+                                  capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                return None
+            best = min(best, json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--axolotl-python", default="/tmp/axolotl-venv/bin/python")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    with tempfile.TemporaryDirectory() as scratch:
+        chat_path = Path(scratch) / "hh_chat.jsonl"
+        chat_path.write_text("".join(json.dumps(r) + "\n" for r in chat_rows()))
+        jobs = [("alpaca (gpteacher/toolformer)", DATA / "gpteacher" / "toolformer.json", "alpaca"),
+                ("chat_template (hh-rlhf chosen as messages)", chat_path, "chat_template")]
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        for label, path, fmt in jobs:
+            one, rows = time_ft(path, fmt, 1, args.repeat)
+            auto, _ = time_ft(path, fmt, None, args.repeat)
+            axolotl = time_axolotl(args.axolotl_python, path, fmt, args.repeat)
+            line = (f"{label}: {rows} rows | ft 1 process: {rows / one:,.0f} rows/s | ft default (num_proc auto): "
+                    f"{rows / auto:,.0f} rows/s")
+            if axolotl:
+                line += (f" | axolotl 0.19 1 process: {rows / axolotl:,.0f} rows/s | ratio ft/axolotl: "
+                         f"{axolotl / one:.1f}x (1 process), {axolotl / auto:.1f}x (default)")
+            else:
+                line += " | axolotl not available"
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

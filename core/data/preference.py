@@ -88,6 +88,10 @@ class _Checker:
             out.append({"role": mapped, "content": content})
         return out
 
+    def wrap(self, text: str) -> list[dict[str, str]]:
+        """A bare completion string as one assistant message (in the row's own field names)."""
+        return [{self.role_key: "assistant", self.content_key: text}]
+
     def completion(self, value: Any, what: str) -> Any:
         if isinstance(value, str):
             if not value.strip():
@@ -133,8 +137,8 @@ def check_pair(row: dict[str, Any], checker: _Checker) -> dict[str, Any]:
             raise DataError("with a text 'prompt', 'chosen' and 'rejected' must be strings too")
     else:
         prompt = checker.messages(prompt, "prompt")
-        chosen = [{"role": "assistant", "content": chosen}] if isinstance(chosen, str) else chosen
-        rejected = [{"role": "assistant", "content": rejected}] if isinstance(rejected, str) else rejected
+        chosen = checker.wrap(chosen) if isinstance(chosen, str) else chosen
+        rejected = checker.wrap(rejected) if isinstance(rejected, str) else rejected
     chosen, rejected = checker.completion(chosen, "chosen"), checker.completion(rejected, "rejected")
     if chosen == rejected:
         raise DataError("'chosen' and 'rejected' are identical: the pair teaches nothing")
@@ -153,7 +157,7 @@ def check_unpaired(row: dict[str, Any], checker: _Checker) -> dict[str, Any]:
             raise DataError("with a text 'prompt', 'completion' must be a string too")
     else:
         prompt = checker.messages(prompt, "prompt")
-        completion = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+        completion = checker.wrap(completion) if isinstance(completion, str) else completion
     return {"prompt": prompt, "completion": checker.completion(completion, "completion"), "label": label}
 
 

@@ -203,8 +203,23 @@ def _iter_json_file(path: Path, kind: str, bad_rows: str, dropped: list[str]) ->
         yield number, row, "line"
 
 
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CSV rows as strings (a header line names the fields), with their line numbers."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path} line {reader.line_num}: more values than the header has columns")
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: invalid CSV: {exc}") from exc
+
+
 def _read_table(path: Path, kind: str) -> list[dict[str, Any]]:
-    """Rows of a parquet, arrow or csv file (through pyarrow, which ``datasets`` already needs)."""
+    """Rows of a parquet or arrow file (through pyarrow, which ``datasets`` already needs)."""
     import pyarrow as pa
 
     try:
@@ -212,11 +227,6 @@ def _read_table(path: Path, kind: str) -> list[dict[str, Any]]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-        elif kind == "csv":
-            import pyarrow.csv as pcsv
-
-            source: Any = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else str(path)
-            table = pcsv.read_csv(source)
         else:
             with pa.memory_map(str(path)) as handle:
                 try:
@@ -243,6 +253,10 @@ def read_local(path: str, split: str = "train", data_files: list[str] | None = N
             for number, row, unit in _iter_json_file(file, kind, bad_rows, dropped):
                 rows.append(row)
                 origins.append((file_index, number, unit))
+        elif kind == "csv":
+            for number, row in _iter_csv(file):
+                rows.append(row)
+                origins.append((file_index, number, "line"))
         else:
             table_rows = _read_table(file, kind or "")
             rows += table_rows

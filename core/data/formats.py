@@ -148,12 +148,21 @@ def _with_batch(batch: Callable[..., list[Any]], cache_version: int = 1) -> Call
 
 
 def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, as ``tokenizer(texts)["input_ids"]`` gives them.
+
+    A fast tokenizer's Rust backend is called directly (what transformers does underneath, minus its
+    per-call overhead) when the backend has no truncation or padding configured of its own.
+    """
     if not texts:
         return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [encoding.ids for encoding in encode(texts, add_special_tokens=add_special_tokens)]
     return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
 
 
-def _prompt_response(prompts: list[str], responses: list[str], tokenizer: Any, options: Any,
+def _prompt_response(prompts: list[Any], responses: list[str], tokenizer: Any, options: Any,
                      add_eos: bool = True) -> list[Example]:
     """Prompt tokens (masked) + response tokens (trained) + EOS, each part tokenized on its own.
 
@@ -164,11 +173,14 @@ def _prompt_response(prompts: list[str], responses: list[str], tokenizer: Any, o
     """
     eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
     train_inputs = bool(options.train_on_inputs)
-    prompt_ids = iter(_encode(tokenizer, [p for p in prompts if p]))
+    if prompts and not isinstance(prompts[0], str):  # already token ids (PieceEncoder)
+        heads = [list(ids) for ids in prompts]
+    else:
+        encoded = iter(_encode(tokenizer, [p for p in prompts if p]))
+        heads = [list(next(encoded)) if p else [] for p in prompts]
     response_ids = iter(_encode(tokenizer, [r for r in responses if r]))
     out = []
-    for prompt, response in zip(prompts, responses):
-        head = list(next(prompt_ids)) if prompt else []
+    for head, response in zip(heads, responses):
         tail = list(next(response_ids)) if response else []
         if tail and add_eos and eos is not None and tail[-1] != eos:
             tail.append(eos)
@@ -189,6 +201,102 @@ def alpaca_prompt(instruction: str, extra: str) -> str:
     return ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)
 
 
+class PieceEncoder:
+    """Encodes prompts made of constant template text and user text, tokenizing each constant once.
+
+    Byte-level BPE tokenizers (GPT-2 style regex pre-tokenizer, no normalizer) never merge across a
+    boundary where one side is a single newline after punctuation or a letter and the other starts
+    with a non-space, or where user text ending in a non-space meets a constant starting with a
+    newline. At such boundaries, ``encode(a + b) == encode(a) + encode(b)``, so the Alpaca preamble and
+    headers are tokenized once instead of once a row. Used only when the tokenizer qualifies and the
+    user text has no leading or trailing whitespace; each batch is also checked against whole-text
+    encoding on its first rows, and any difference turns the shortcut off for good.
+    """
+
+    _verdicts: dict[int, bool] = {}
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        key = id(getattr(tokenizer, "backend_tokenizer", tokenizer))
+        if key not in self._verdicts:
+            self._verdicts[key] = self._qualifies(tokenizer)
+        self.key = key
+        self.constants: dict[str, list[int]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._verdicts.get(self.key, False)
+
+    @staticmethod
+    def _qualifies(tokenizer: Any) -> bool:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return False
+        try:
+            spec = json.loads(backend.to_str())
+        except Exception:  # noqa: BLE001
+            return False
+        pre = spec.get("pre_tokenizer") or {}
+        if spec.get("normalizer") is not None or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+            return False
+        if (spec.get("model") or {}).get("type") != "BPE" or (spec.get("model") or {}).get("dropout"):
+            return False
+        for added in spec.get("added_tokens") or []:
+            content = added.get("content", "")
+            if any(ch.isspace() for ch in content) or added.get("lstrip") or added.get("rstrip") or added.get("single_word"):
+                return False
+        probe = "Probe: text\n"
+        return tokenizer(probe, add_special_tokens=True)["input_ids"] == tokenizer(probe, add_special_tokens=False)["input_ids"]
+
+    @staticmethod
+    def clean(text: str) -> bool:
+        """User text that can sit between the constants: non-empty, no outer whitespace."""
+        return bool(text) and not text[0].isspace() and not text[-1].isspace()
+
+    def constant(self, text: str) -> list[int]:
+        if text not in self.constants:
+            self.constants[text] = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.constants[text]
+
+    def encode(self, prompts: list[list[tuple[bool, str]]]) -> list[list[int]]:
+        """Token ids of each prompt, given as ``(is_constant, text)`` pieces."""
+        if not self.enabled:
+            return _encode(self.tokenizer, ["".join(t for _, t in p) for p in prompts])
+        user = [t for p in prompts for is_constant, t in p if not is_constant]
+        user_ids = iter(_encode(self.tokenizer, user, add_special_tokens=False))
+        out = []
+        for pieces in prompts:
+            ids: list[int] = []
+            for is_constant, text in pieces:
+                ids += self.constant(text) if is_constant else next(user_ids)
+            out.append(ids)
+        check = prompts[:4]
+        if check and _encode(self.tokenizer, ["".join(t for _, t in p) for p in check]) != out[: len(check)]:
+            self._verdicts[self.key] = False
+            return _encode(self.tokenizer, ["".join(t for _, t in p) for p in prompts])
+        return out
+
+
+_ALPACA_PIECES = {
+    True: ALPACA_PROMPT_WITH_INPUT.replace("{instruction}", "\0").replace("{input}", "\0").split("\0"),
+    False: ALPACA_PROMPT_NO_INPUT.replace("{instruction}", "\0").split("\0"),
+}
+
+
+def alpaca_pieces(instruction: str, extra: str) -> list[tuple[bool, str]]:
+    """The Alpaca prompt as constant and user pieces (whole text when the user text has outer spaces)."""
+    if not (PieceEncoder.clean(instruction) and (not extra or PieceEncoder.clean(extra))):
+        return [(False, alpaca_prompt(instruction, extra))]
+    parts = _ALPACA_PIECES[bool(extra)]
+    values = [instruction, extra] if extra else [instruction]
+    pieces: list[tuple[bool, str]] = []
+    for constant, value in zip(parts, values + [None]):
+        pieces.append((True, constant))
+        if value is not None:
+            pieces.append((False, value))
+    return pieces
+
+
 def alpaca_batch(rows: list[dict[str, Any]], tokenizer: Any, options: Any) -> list[Any]:
     """Alpaca rows ``{"instruction", "input" (optional), "output"}``: the Stanford Alpaca prompt is
     masked, the output and EOS are trained (everything with ``train_on_inputs``)."""
@@ -202,10 +310,11 @@ def alpaca_batch(rows: list[dict[str, Any]], tokenizer: Any, options: Any) -> li
         except DataError as exc:
             results[index] = Bad(str(exc))
             continue
-        prompts.append(alpaca_prompt(instruction, extra))
+        prompts.append(alpaca_pieces(instruction, extra))
         responses.append(output)
         good.append(index)
-    for index, example in zip(good, _prompt_response(prompts, responses, tokenizer, options)):
+    prompt_ids = PieceEncoder(tokenizer).encode(prompts) if prompts else []
+    for index, example in zip(good, _prompt_response(prompt_ids, responses, tokenizer, options)):
         results[index] = example
     return results
 

@@ -5,8 +5,7 @@
 Data: ../shared/data/gpteacher/toolformer.json (7,673 alpaca rows) and the chosen dialogues of
 ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz turned into messages (chat_template), tokenized
 with SmolLM2-135M-Instruct's tokenizer. ft runs its whole stage without the cache (read, format,
-length policy, Arrow dataset), once in one process (data.num_proc=1) and once with its default
-(all cores for large sets). Axolotl runs its dataset wrapper (the tokenizing ``map``) in one
+length policy, Arrow dataset), in one process (the default) and with data.num_proc=2. Axolotl runs its dataset wrapper (the tokenizing ``map``) in one
 process, in its own virtual environment, on the same rows. Best of ``--repeat`` runs each.
 """
 
@@ -97,13 +96,13 @@ def main() -> int:
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
         for label, path, fmt in jobs:
             one, rows = time_ft(path, fmt, 1, args.repeat)
-            auto, _ = time_ft(path, fmt, None, args.repeat)
+            auto, _ = time_ft(path, fmt, 2, args.repeat)
             axolotl = time_axolotl(args.axolotl_python, path, fmt, args.repeat)
-            line = (f"{label}: {rows} rows | ft 1 process: {rows / one:,.0f} rows/s | ft default (num_proc auto): "
+            line = (f"{label}: {rows} rows | ft 1 process: {rows / one:,.0f} rows/s | ft num_proc=2: "
                     f"{rows / auto:,.0f} rows/s")
             if axolotl:
                 line += (f" | axolotl 0.19 1 process: {rows / axolotl:,.0f} rows/s | ratio ft/axolotl: "
-                         f"{axolotl / one:.1f}x (1 process), {axolotl / auto:.1f}x (default)")
+                         f"{axolotl / one:.1f}x (1 process), {axolotl / auto:.1f}x (num_proc=2)")
             else:
                 line += " | axolotl not available"
             print(line, flush=True)

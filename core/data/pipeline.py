@@ -167,11 +167,15 @@ def _child_init() -> None:
 
 
 def auto_num_proc(n_rows: int, requested: int | None) -> int:
-    """Processes to tokenize with: ``data.num_proc`` if set, else all cores for large sets."""
-    if requested is not None:
+    """Processes to tokenize with: ``data.num_proc`` if set, else one.
+
+    Measured on the 2-core reference machine (BENCHMARKS.md, preprocess): a second process made
+    tokenizing slower, not faster (pickling results back costs more than the shared cores give), so
+    parallel tokenization is opt-in.
+    """
+    if requested is not None and n_rows >= 2 * BATCH_ROWS:
         return max(1, int(requested))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, n_rows // 2000))
+    return 1
 
 
 def run_format(formatter: Callable[..., Any], rows: list[dict[str, Any]], tokenizer: Any, options: Any,

@@ -32,7 +32,11 @@ overrides are Hydra overrides: key=value, group=option (+group=option works too)
 
 @dataclass
 class Command:
-    """A subcommand contributed by a plugin through the ``cli_commands`` hook."""
+    """A subcommand contributed by a plugin through the ``cli_commands`` hook.
+
+    ``run`` receives the parsed arguments plus ``args.ft_p_flags``: the global ``-p`` flags, so a
+    command that composes a config (``ft preprocess``) loads the same plugins as ``ft run`` would.
+    """
 
     name: str
     help: str
@@ -194,6 +198,7 @@ def _main(argv: list[str]) -> int:
         parsed = parser.parse_args(args)
     except SystemExit as exc:  # argparse already printed its message
         return EXIT_USER_ERROR if exc.code else 0
+    parsed.ft_p_flags = p_flags
     return int(spec.run(parsed) or 0)
 
 

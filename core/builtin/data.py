@@ -170,15 +170,13 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ft.cli import split_p_flags
     from ft.plugins import make_plugin_manager
     from ft.runner import Session, validate_all
 
     for item in args.overrides:
         if item.startswith("-"):
             raise ConfigError(f"unknown option '{item}'; overrides look like key=value")
-    p_flags, _ = split_p_flags(sys.argv[1:])
-    session = Session(p_flags)
+    session = Session(list(getattr(args, "ft_p_flags", [])))
     _, jobs = validate_all(session, list(args.overrides), multirun=False)
     composed = jobs[0]
     active = session.check_plugins(composed)

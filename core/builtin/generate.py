@@ -5,7 +5,8 @@ Works for every kind of run folder, and for model folders given directly:
 * a full fine-tune: ``RUN_DIR/model`` is a plain Hugging Face model;
 * an adapter run (LoRA, QLoRA...): ``RUN_DIR/model`` holds a PEFT adapter; the base is the run's
   ``model.name_or_path`` (from ``RUN_DIR/config.yaml``) or the adapter's ``base_model_name_or_path``,
-  and the adapter is applied on top with PEFT;
+  and the adapter is applied on top with PEFT. A base that trained quantised (QLoRA, recorded in
+  :data:`ADAPTER_RECORD`) is loaded quantised the same way: the adapter learned to correct *that* base;
 * a merged model (``ft merge`` output) or a checkpoint folder: pass that folder.
 
 Prompts go through the tokenizer's chat template (the one saved with the run's model); the reply
@@ -17,6 +18,7 @@ default, so the same prompt gives the same answer; ``--temperature`` > 0 samples
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -33,6 +35,10 @@ FT_PLUGIN = PluginInfo(
 )
 
 DTYPES = ("float32", "bfloat16", "float16")
+#: A JSON file an adapter plugin may write next to the PEFT files: ``{"base_model": ..., "base_quantization":
+#: <a transformers quantization config as a dict, or null>, ...}``. ft-lora writes it; ``ft generate`` reads
+#: ``base_quantization`` to load the base the way the adapter was trained on it.
+ADAPTER_RECORD = "ft_adapter.json"
 
 
 class GenerateError(FtUserError):
@@ -96,15 +102,37 @@ def quiet_adapter_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | None = None) -> LoadedForGeneration:
-    """Load what ``path`` names (run folder, model folder, adapter folder) for generation."""
+def base_quantization(adapter_folder: Path) -> dict[str, Any] | None:
+    """How the base was quantised while the adapter trained, from :data:`ADAPTER_RECORD` (or ``None``)."""
+    record = adapter_folder / ADAPTER_RECORD
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("base_quantization") or None
+
+
+def quantization_config(quantization: dict[str, Any]) -> Any:
+    """A ``BitsAndBytesConfig`` from its saved dict (private and derived keys dropped)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(**{k: v for k, v in quantization.items() if not k.startswith("_") and k != "quant_method"})
+
+
+def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | None = None,
+                        full_precision_base: bool = False) -> LoadedForGeneration:
+    """Load what ``path`` names (run folder, model folder, adapter folder) for generation.
+
+    An adapter trained on a quantised base (QLoRA) is applied to the base quantised the same way, so the
+    replies come from the model that was trained; ``full_precision_base`` loads the base unquantised.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = find_model_folder(path)
     run_cfg = run_config_for(folder)
     dtype = dtype or (run_cfg.get("model") or {}).get("dtype") or "float32"
-    torch_dtype = getattr(torch, dtype) if dtype in DTYPES else "auto"
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype) if dtype in DTYPES else "auto"}
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         quiet_adapter_libraries()
         try:
@@ -112,19 +140,26 @@ def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | No
         except ImportError as exc:
             raise GenerateError(f"{folder} holds a PEFT adapter; loading it needs peft: pip install peft") from exc
         base = base_for_adapter(folder, run_cfg, base_arg)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-        model = PeftModel.from_pretrained(model, str(folder))
         description = f"base {base} + adapter {folder}"
+        quantization = None if full_precision_base else base_quantization(folder)
+        if quantization:
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise GenerateError(
+                    f"{folder} was trained on a quantised base; loading it that way needs bitsandbytes: "
+                    f"pip install bitsandbytes (or pass --full-precision-base)"
+                )
+            kwargs["quantization_config"] = quantization_config(quantization)
+            description += " (base quantised as it was trained; --full-precision-base to load it unquantised)"
+        model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+        model = PeftModel.from_pretrained(model, str(folder))
         tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else Path(base)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         description = f"model {folder}"
         tokenizer_source = folder
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if torch.cuda.is_available():
-        model = model.to("cuda")
     model.eval()
     return LoadedForGeneration(model, tokenizer, description)
 
@@ -190,6 +225,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
     parser.add_argument("--base", help="for an adapter: the base model (default: the run's model)")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: the run's model.dtype)")
+    parser.add_argument("--full-precision-base", action="store_true",
+                        help="for an adapter trained on a 4-bit/8-bit base (QLoRA): load the base unquantised")
     parser.add_argument("--no-stream", action="store_true", help="print the reply once it is complete")
 
 
@@ -201,7 +238,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> LoadedForGeneration:
     if args.max_new_tokens < 1:
         raise GenerateError(f"--max-new-tokens={args.max_new_tokens}: expected at least 1")
-    loaded = load_for_generation(Path(args.run_dir).expanduser(), args.base, args.dtype)
+    loaded = load_for_generation(Path(args.run_dir).expanduser(), args.base, args.dtype, args.full_precision_base)
     print(f"[ft] {loaded.description}", file=sys.stderr)
     return loaded
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ft.builtin.generate import ADAPTER_RECORD
 from ft.errors import ConfigError
 
 from ft_lora.schema import (
@@ -25,8 +26,9 @@ from ft_lora.schema import (
 
 log = logging.getLogger("ft")
 
-#: Written next to the adapter: what ``ft merge`` needs beyond PEFT's own files.
-FT_ADAPTER_FILE = "ft_adapter.json"
+#: Written next to the adapter: the base and how it was quantised (the kernel defines the format;
+#: ``ft merge`` and ``ft generate`` read it).
+FT_ADAPTER_FILE = ADAPTER_RECORD
 #: Where PiSSA/OLoRA runs keep the initial adapter, to convert the trained one back to the original base.
 INITIAL_ADAPTER_DIR = "adapter_init"
 

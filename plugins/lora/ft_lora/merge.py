@@ -18,9 +18,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ft.builtin.generate import ADAPTER_RECORD as FT_ADAPTER_FILE
+from ft.builtin.generate import quantization_config
 from ft.errors import FtUserError
 
-FT_ADAPTER_FILE = "ft_adapter.json"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -107,8 +108,6 @@ def load_base(base: str, quantization: dict[str, Any] | None, dtype: str) -> Any
     torch_dtype = getattr(torch, dtype)
     if quantization is None:
         return AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    from transformers import BitsAndBytesConfig
-
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
@@ -116,8 +115,8 @@ def load_base(base: str, quantization: dict[str, Any] | None, dtype: str) -> Any
             "this adapter was trained on a quantised base; de-quantising it needs bitsandbytes: "
             "pip install bitsandbytes (or merge into the original weights with --original-base)"
         ) from exc
-    config = BitsAndBytesConfig(**{k: v for k, v in quantization.items() if not k.startswith("_") and k != "quant_method"})
-    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization_config(quantization),
+                                                 dtype=torch.float32)
     return model.dequantize()
 
 

@@ -151,6 +151,39 @@ def test_merge_into_the_dequantised_base_reproduces_the_trained_model(qlora_run,
         torch.testing.assert_close(plain(input_ids=ids).logits, original_logits, atol=1e-4, rtol=0)
 
 
+def greedy_reply(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                           return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_generate_applies_the_adapter_to_the_base_quantised_as_it_trained(qlora_run, tiny_model_dir, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    run_dir, _ = qlora_run
+    prompt = "Name a colour."
+    assert main(["generate", str(run_dir), "--prompt", prompt, "--max-new-tokens", "8"]) == 0
+    captured = capsys.readouterr()
+    assert "(base quantised as it was trained;" in captured.err
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32)
+    base4 = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+    expected = greedy_reply(PeftModel.from_pretrained(base4, str(run_dir / "model")).eval(), tokenizer, prompt, 8)
+    assert captured.out == expected + "\n"
+
+    assert main(["generate", str(run_dir), "--prompt", prompt, "--max-new-tokens", "8", "--full-precision-base"]) == 0
+    captured = capsys.readouterr()
+    assert "quantised" not in captured.err
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    expected = greedy_reply(PeftModel.from_pretrained(base, str(run_dir / "model")).eval(), tokenizer, prompt, 8)
+    assert captured.out == expected + "\n"
+
+
 def test_8bit_base_trains_and_its_adapter_loads_in_plain_peft(int8_run, probe_ids, tmp_path):
     import bitsandbytes as bnb
 

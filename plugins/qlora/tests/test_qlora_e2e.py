@@ -25,7 +25,7 @@ def gsm8k_chat_rows(shared_data: Path, out: Path, n: int = 8) -> Path:
 def test_qlora_on_smollm2_then_generate_answers(shared_data, tmp_path):
     data = gsm8k_chat_rows(shared_data, tmp_path / "gsm8k_chat.jsonl")
     done = run_ft(["run", "model.name_or_path=builtin:smollm2-135m-instruct", "data=chat", f"data.path={data}",
-                   "+adapter=qlora", "trainer.max_steps=2", "trainer.micro_batch_size=2", "trainer.logging_steps=1",
+                   "+adapter=qlora", "trainer.max_steps=2", "trainer.micro_batch_size=1", "trainer.logging_steps=1",
                    "data.sequence_len=320", "optim.lr=2e-4", f"run.root={tmp_path}", "run.name=qlora",
                    "run.plot=false"])
     assert done.returncode == 0, done.stderr[-3000:]

@@ -246,6 +246,14 @@ def test_bad_adapter_values_fail_validation_in_one_line(override, message, tiny_
     assert message in err
 
 
+def test_continue_from_must_name_an_adapter(tiny_model_dir, chat_file, capsys):
+    code, err = validate(capsys, f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}",
+                         "+adapter=lora", f"adapter.continue_from={tiny_model_dir}")
+    assert code == 2
+    assert err == (f"ft: error: adapter.continue_from='{tiny_model_dir}': no PEFT adapter there (expected "
+                   f"adapter_config.json in the folder or in its model/ subfolder)")
+
+
 def test_orthogonal_init_needs_an_even_rank(tiny_model_dir, chat_file, capsys):
     code, err = validate(capsys, f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}",
                          "adapter=lora", "adapter.init=orthogonal", "adapter.r=5")

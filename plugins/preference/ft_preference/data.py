@@ -39,10 +39,17 @@ def source_shape(data: dict[str, Any], path: str | None) -> str:
     fmt = data.get("format") or "auto"
     if fmt not in PREFERENCE_FORMATS:  # an SFT data option (data=chat) chosen with a preference method
         fmt = "auto"
-    if fmt != "auto" or not path:
+    if fmt != "auto":
         return fmt
     from ft.data import read_rows
 
+    if not path:  # data.datasets: look at the first local dataset; the kernel reads them all
+        entries = data.get("datasets") or []
+        try:
+            rows = read_rows(entries[0]["path"]) if entries else []
+        except (DataError, OSError, KeyError):
+            rows = []
+        return detect_format(rows[0]) if rows else "auto"
     rows = read_rows(path)
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -104,7 +111,8 @@ def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
     else:
         train_rows, eval_rows = split_by_prompt(train_rows, float(data.get("val_size") or 0.0), seed)
         eval_stats = {"held_out_prompts": len({str(r["prompt"]) for r in eval_rows})}
-    random.Random(seed + 1).shuffle(eval_rows)
+    if data.get("shuffle", True):
+        random.Random(seed + 1).shuffle(eval_rows)
     if data.get("max_eval_rows"):
         eval_rows = eval_rows[: int(data["max_eval_rows"])]
 

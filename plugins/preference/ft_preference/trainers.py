@@ -129,10 +129,30 @@ def build_trainer(ctx: RunContext) -> Any:
     }
     if spec.needs_reference:
         kwargs["ref_model"] = reference_for(ctx, peft, bool(method_cfg.precompute_ref_log_probs))
+    dtypes = {name: p.dtype for name, p in ctx.model.named_parameters() if p.requires_grad}
     trainer = ft_trainer_class(trainer_cls)(**kwargs)
+    restore_trainable_dtypes(ctx.model, dtypes)
     if peft and spec.needs_reference and use_base_as_reference(ctx.model, method_cfg.reference_adapter):
         drop_reference_adapter(ctx.model)
     return trainer
+
+
+def restore_trainable_dtypes(model: Any, dtypes: dict[str, Any]) -> None:
+    """Undo TRL's cast of a quantized model's trainable parameters to bfloat16.
+
+    DPOTrainer and KTOTrainer cast QLoRA adapters to bfloat16 whatever the run's precision; on a CPU
+    without bfloat16 arithmetic that makes every step several times slower. The adapter plugin chose
+    the dtype (``adapter.compute_dtype``, ``trainer.precision``), so it is kept.
+    """
+    changed = 0
+    for name, param in model.named_parameters():
+        dtype = dtypes.get(name)
+        if dtype is not None and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            changed += 1
+    if changed:
+        log.info("kept %d trainable tensors in %s (TRL casts a quantized model's adapter to bfloat16)",
+                 changed, next(iter(dtypes.values())))
 
 
 def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:

@@ -80,6 +80,23 @@ def test_dpo_with_lora_uses_the_base_with_the_adapter_disabled_and_no_second_mod
     torch.testing.assert_close(reference, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_dpo_with_qlora_keeps_the_adapter_in_the_run_precision_and_one_model(tiny_model_dir, pairs, tmp_path):
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    before = live_instances(_llama())
+    ctx = build_ctx(["+method=dpo", "+adapter=qlora", *run_args(tiny_model_dir, pairs, tmp_path, "qlora", 2)],
+                    tmp_path / "qlora")
+    assert any(isinstance(m, Linear4bit) for m in ctx.model.modules())
+    trainable = [p for p in ctx.model.parameters() if p.requires_grad]
+    # TRL casts a quantized model's adapter to bfloat16; trainer.precision=fp32 keeps it in float32.
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert ctx.trainer.ref_model is None and "ref" not in ctx.model.peft_config
+    ctx.trainer.train()
+    assert len(live_instances(_llama()) - before) == 1
+    assert all(math.isfinite(r["loss"]) for r in ctx.trainer.state.log_history if "loss" in r)
+
+
 def test_full_finetune_reference_is_a_frozen_copy_that_does_not_move(tiny_model_dir, pairs, tmp_path):
     import torch
 

@@ -1,0 +1,59 @@
+"""``ft prefs convert/check`` on the real data sets, and DPO end to end on the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from pref_helpers import read_jsonl
+
+from ft.cli import main
+from ft.testing import run_ft
+
+
+def test_convert_hh_rlhf_dialogues_into_prompt_chosen_rejected(shared_data, tmp_path, capsys):
+    out = tmp_path / "hh.jsonl"
+    source = shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+    assert main(["prefs", "convert", "--from", "hh-rlhf", "--style", "text", "--bad-rows", "drop", str(source), str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = read_jsonl(out)
+    assert f"wrote {len(rows)} paired rows" in printed and "dropped_empty_completion=4" in printed
+    assert len(rows) == 2312 - 4
+    assert all(r["prompt"].endswith("\n\nAssistant:") and r["chosen"] != r["rejected"] for r in rows)
+    # Without --bad-rows drop, the first malformed row stops the conversion with its row number.
+    assert main(["prefs", "convert", "--from", "hh-rlhf", str(source), str(tmp_path / "x.jsonl")]) == 2
+    assert "row " in capsys.readouterr().err
+
+
+def test_convert_gsm8k_solutions_to_kto_rows_and_check_them(shared_data, tmp_path, capsys):
+    out = tmp_path / "kto.jsonl"
+    source = shared_data / "gsm8k" / "example_model_solutions.jsonl"
+    assert main(["prefs", "convert", "--from", "gsm8k", "--to", "kto", str(source), str(out)]) == 0
+    rows = read_jsonl(out)
+    assert {r["label"] for r in rows} == {True, False}
+    assert all(r["prompt"][0]["role"] == "user" and r["completion"][0]["role"] == "assistant" for r in rows)
+    capsys.readouterr()
+    assert main(["prefs", "check", "--kto", str(out)]) == 0
+    assert f"OK as unpaired rows (rows_in={len(rows)}, rows_out={len(rows)}, prompts=1319)" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_dpo_with_lora_on_smollm2_from_gsm8k_solutions(shared_data, tmp_path):
+    """The real model, GSM8K model solutions converted on the fly, a few steps on CPU."""
+    result = run_ft([
+        "run", "+adapter=lora", "+method=dpo", "model.name_or_path=builtin:smollm2-135m-instruct",
+        f"data.path={shared_data / 'gsm8k' / 'example_model_solutions.jsonl'}", "data.max_rows=12",
+        "data.val_size=2", "data.max_eval_rows=2", "trainer.micro_batch_size=2", "trainer.max_steps=2",
+        "trainer.logging_steps=1", "trainer.eval_steps=100", "optim.lr=3e-4", "run.save_final_model=false",
+        f"run.root={tmp_path}", "run.name=e2e",
+    ], timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "e2e"
+    records = read_jsonl(run / "metrics.jsonl")
+    assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("heldout_reward_accuracy_before", "heldout_reward_accuracy_after", "heldout_reward_margin_after"):
+        assert key in summary
+    assert "reference: the base model with the adapter disabled" in (run / "ft.log").read_text()
+    assert "heldout reward accuracy" in result.stdout

@@ -88,7 +88,12 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if init == "olora" or init.startswith("pissa"):
         raise ConfigError(
             f"adapter.init={init} rewrites the base weights, which adapter=qlora keeps quantised and frozen; "
-            f"use adapter.init=default, gaussian or orthogonal"
+            f"use adapter.init=default or gaussian"
+        )
+    if init == "orthogonal":
+        raise ConfigError(
+            "adapter.init=orthogonal does not work on a quantised base (PEFT builds the adapter in the base "
+            "weights' dtype, packed integers here); use adapter.init=default or gaussian"
         )
 
 
@@ -127,6 +132,24 @@ def pre_model_load(ctx: Any) -> dict[str, Any]:
     return kwargs
 
 
+def keep_training_numerics(model: Any) -> int:
+    """Keep bitsandbytes' 4-bit layers on their trainable path; return how many layers were changed.
+
+    bitsandbytes 0.50, on CPUs with AVX512-BF16, repacks a ``Linear4bit``'s weights for a bf16
+    inference kernel the first time the layer runs in eval mode without gradients (an evaluation, a
+    before-training score, a reference pass) and keeps them repacked. Every later training step then
+    goes through that kernel, which has no backward: the gradients of all layers below are silently
+    wrong. Setting the layer's ``support_avx512bf16_for_cpu`` to False keeps evaluation and training on
+    the de-quantise-and-multiply path, in ``compute_dtype``, so evaluation also matches training.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 @hookimpl(tryfirst=True)
 def post_model_load(ctx: Any) -> None:
     """Prepare the quantised base for training before the lora plugin wraps it (hence ``tryfirst``)."""
@@ -147,6 +170,10 @@ def post_model_load(ctx: Any) -> None:
     ctx.model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=bool(ctx.cfg.trainer.gradient_checkpointing)
     )
+    repacking_off = keep_training_numerics(ctx.model)
+    if repacking_off:
+        log.info("qlora: bitsandbytes' CPU bf16 inference repacking turned off on %d layers "
+                 "(it would break gradients after any evaluation)", repacking_off)
     quantized = sum(1 for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
     if int(adapter.bits) == 4:
         how = (f"4-bit {adapter.quant_type}{' + double quantisation' if adapter.double_quant else ''}, "

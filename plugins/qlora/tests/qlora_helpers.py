@@ -44,7 +44,8 @@ class ModelSpy:
         ctx.model.train()
         with torch.no_grad():
             self.train_logits = ctx.model(input_ids=ids).logits.float()
-        # Eval mode without grad: on CPUs with AVX512-BF16, bitsandbytes switches to its bf16 inference kernel.
+        # Eval mode without grad: bitsandbytes would switch to its bf16 CPU inference kernel (AVX512-BF16
+        # CPUs) here; ft-qlora turns that off, so these equal the train-mode logits.
         ctx.model.eval()
         with torch.no_grad():
             self.logits = ctx.model(input_ids=ids).logits.float()

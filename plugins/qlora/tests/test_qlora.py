@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ft import hookimpl
 from ft.cli import main
 from qlora_helpers import ModelSpy, probe_ids, run_lifecycle, tiny_args  # noqa: F401 (probe_ids is a fixture)
 
@@ -38,6 +39,9 @@ else:
     quant = BitsAndBytesConfig(load_in_8bit=True)
 model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=torch.float32)
 model = PeftModel.from_pretrained(model, adapter_dir).eval()
+for module in model.modules():  # as ft-qlora does: bitsandbytes' bf16 CPU inference kernel off (see its README)
+    if hasattr(module, "support_avx512bf16_for_cpu"):
+        module.support_avx512bf16_for_cpu = False
 with torch.no_grad():
     torch.save(model(input_ids=torch.tensor([ids])).logits.float(), out)
 """
@@ -184,6 +188,46 @@ def test_generate_applies_the_adapter_to_the_base_quantised_as_it_trained(qlora_
     assert captured.out == expected + "\n"
 
 
+class GradientsAcrossAnEvaluation:
+    """A test plugin: right after the adapter wraps the model, take LoRA's gradients on one batch, run an
+    evaluation-style pass (eval mode, no gradients), and take them again."""
+
+    def __init__(self, probe_ids: list[int]) -> None:
+        self.probe_ids = probe_ids
+        self.before: dict[str, torch.Tensor] = {}
+        self.after: dict[str, torch.Tensor] = {}
+
+    def grads(self, model) -> dict[str, torch.Tensor]:
+        model.train()
+        model.zero_grad()
+        ids = torch.tensor([self.probe_ids])
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        return grads
+
+    @hookimpl(trylast=True)
+    def post_model_load(self, ctx) -> None:
+        self.before = self.grads(ctx.model)
+        ctx.model.eval()
+        with torch.inference_mode():
+            ctx.model(input_ids=torch.tensor([self.probe_ids]))
+        self.after = self.grads(ctx.model)
+
+
+def test_an_evaluation_does_not_change_the_gradients_that_follow(tiny_model_dir, chat, tmp_path, probe_ids):
+    """bitsandbytes repacks 4-bit weights for a bf16 inference kernel (with no backward) on AVX512-BF16
+    CPUs at the first eval pass; ft-qlora keeps the layers on their trainable path."""
+    spy = GradientsAcrossAnEvaluation(probe_ids)
+    run_lifecycle([*tiny_args(tiny_model_dir, chat, steps=1), "+adapter=qlora", "adapter.r=4",
+                   "adapter.dropout=0.0"], tmp_path / "eval-grads", spy)
+    # B starts at zero, so B's gradients in the first block are what flows back through every 4-bit layer above.
+    lower = [n for n in spy.before if "layers.0." in n and "lora_B" in n]
+    assert lower and all(spy.before[n].abs().max() > 0 for n in lower)
+    for name, grad in spy.before.items():
+        torch.testing.assert_close(spy.after[name], grad, atol=1e-6, rtol=0)
+
+
 def test_8bit_base_trains_and_its_adapter_loads_in_plain_peft(int8_run, probe_ids, tmp_path):
     import bitsandbytes as bnb
 
@@ -230,6 +274,7 @@ def test_qlora_inherits_every_lora_key_and_adds_its_own(tiny_model_dir, chat, ca
     ("adapter.quant_type=nf3", "adapter.quant_type='nf3' is not valid: expected one of 'nf4', 'fp4'"),
     ("adapter.r=0", "adapter.r=0 is not valid: expected a rank of at least 1"),
     ("adapter.init=pissa", "adapter.init=pissa rewrites the base weights, which adapter=qlora keeps quantised"),
+    ("adapter.init=orthogonal", "adapter.init=orthogonal does not work on a quantised base"),
     ("adapter.target_modules=[q_proj,o_prj]", "'o_prj' matches no layer with weights in the model (did you mean 'o_proj'?)"),
 ])
 def test_bad_qlora_values_fail_validation_in_one_line(override, message, tiny_model_dir, chat, capsys):

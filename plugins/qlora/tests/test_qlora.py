@@ -215,12 +215,13 @@ class GradientsAcrossAnEvaluation:
         self.after = self.grads(ctx.model)
 
 
-def test_an_evaluation_does_not_change_the_gradients_that_follow(tiny_model_dir, chat, tmp_path, probe_ids):
+@pytest.mark.parametrize("bits", [4, 8])
+def test_an_evaluation_does_not_change_the_gradients_that_follow(bits, tiny_model_dir, chat, tmp_path, probe_ids):
     """bitsandbytes repacks 4-bit weights for a bf16 inference kernel (with no backward) on AVX512-BF16
     CPUs at the first eval pass; ft-qlora keeps the layers on their trainable path."""
     spy = GradientsAcrossAnEvaluation(probe_ids)
     run_lifecycle([*tiny_args(tiny_model_dir, chat, steps=1), "+adapter=qlora", "adapter.r=4",
-                   "adapter.dropout=0.0"], tmp_path / "eval-grads", spy)
+                   f"adapter.bits={bits}", "adapter.dropout=0.0"], tmp_path / "eval-grads", spy)
     # B starts at zero, so B's gradients in the first block are what flows back through every 4-bit layer above.
     lower = [n for n in spy.before if "layers.0." in n and "lora_B" in n]
     assert lower and all(spy.before[n].abs().max() > 0 for n in lower)

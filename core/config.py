@@ -189,7 +189,7 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
         with initialize_config_dir(config_dir=str(kernel_conf_dir()), version_base="1.3"):
             cfg = hydra_compose(PRIMARY_CONFIG, overrides=all_overrides, return_hydra_config=True)
     except Exception as exc:  # noqa: BLE001 - composition errors are user errors
-        raise ConfigError(_explain_hydra_error(exc, plugins, schemas or {})) from exc
+        raise ConfigError(_explain_hydra_error(exc, plugins, schemas or {}, overrides)) from exc
     finally:
         GlobalHydra.instance().clear()
     choices = {
@@ -218,7 +218,23 @@ def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugi
     return Composed(resolved, choices, overrides)
 
 
-def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schemas: dict[str, type]) -> str:
+def _selected_option(group: str, overrides: list[str]) -> str | None:
+    """The option a group gets from these overrides, else from the primary defaults list."""
+    import yaml
+
+    for override in reversed(overrides):
+        match = _GROUP_OVERRIDE.match(override)
+        if match and match.group("group") == group and match.group("rest"):
+            return match.group("rest").split("=", 1)[1]
+    data = yaml.safe_load((kernel_conf_dir() / f"{PRIMARY_CONFIG}.yaml").read_text())
+    for entry in data.get("defaults", []):
+        if isinstance(entry, dict) and group in entry:
+            return entry[group]
+    return None
+
+
+def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schemas: dict[str, type],
+                         overrides: list[str] | None = None) -> str:
     """Turn Hydra's composition errors into one line that says what to change."""
     text = _one_line(exc)
     key_match = re.search(r"Could not override '([^']+)'", str(exc)) or re.search(
@@ -233,8 +249,9 @@ def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schema
         import dataclasses
 
         leaf = key.split(".")[-1]
-        known = {f.name for name, schema in schemas.items() if name.split("/")[0] == top
-                 for f in dataclasses.fields(schema)}
+        option = _selected_option(top, overrides or [])
+        schema = schemas.get(f"{top}/{option}") or schemas.get(top)
+        known = {f.name for f in dataclasses.fields(schema)} if schema else set()
         hint = did_you_mean(leaf, known)
         return f"unknown config key '{key}'{hint}" + (f"; valid keys under '{top}': {', '.join(sorted(known))}" if known else "")
     return f"invalid config: {text}"

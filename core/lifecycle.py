@@ -121,6 +121,16 @@ def run(composed: Composed, run_dir: Path, pm: Any, active: list[LoadedPlugin],
         handler.close()
 
 
+def _final_eval(trainer: Any) -> dict[str, Any]:
+    """Eval metrics of the trained model: transformers already evaluates at the last step when an
+    eval split exists, so reuse that log instead of a second pass over the split."""
+    state = trainer.state
+    last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == state.global_step:
+        return {k: v for k, v in last.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
 def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
     from transformers import set_seed
 
@@ -163,7 +173,7 @@ def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
     ctx.train_output = pm.hook.run_training(ctx=ctx)
     metrics: dict[str, Any] = dict(getattr(ctx.train_output, "metrics", {}) or {})
     if ctx.datasets.eval is not None:
-        metrics.update(ctx.trainer.evaluate())
+        metrics.update(_final_eval(ctx.trainer))
     pm.hook.post_train(ctx=ctx, metrics=metrics)
 
     if cfg.run.save_final_model:

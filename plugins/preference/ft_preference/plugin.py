@@ -7,7 +7,6 @@ inside hooks that run during training: ``ft validate`` stays fast and torch-free
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ft import PluginInfo, hookimpl
@@ -19,8 +18,6 @@ FT_PLUGIN = PluginInfo(
     description="Preference fine-tuning on TRL: method=dpo, ipo, kto, orpo, simpo (with data=preference)",
     capabilities=("trainer", "dataset"),
 )
-
-log = logging.getLogger("ft")
 
 
 def _selected(choices: dict[str, str | None]) -> str | None:

@@ -325,7 +325,9 @@ def convert_rows(rows: list[dict[str, Any]], fmt: str = "auto", kind: str = "pai
     """Convert source rows into checked canonical rows of ``kind`` (``paired`` or ``unpaired``).
 
     ``bad_rows="error"`` stops at the first malformed row with its file and row number;
-    ``"drop"`` skips it and counts it under ``dropped_<reason>``.
+    ``"drop"`` skips it and counts it under ``dropped_<reason>``. ``style``: ``keep`` leaves text as
+    text and messages as messages (GSM8K becomes messages); ``messages`` also parses HH-RLHF text
+    into chat messages; ``text`` writes GSM8K rows as plain text.
     """
     if kind not in ("paired", "unpaired"):
         raise ValueError(f"kind must be 'paired' or 'unpaired', not {kind!r}")

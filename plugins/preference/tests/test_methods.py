@@ -128,7 +128,11 @@ def test_precomputed_reference_log_probs_keep_no_reference_model(tiny_model_dir,
 
 @pytest.mark.parametrize("method", ["dpo", "kto", "orpo", "simpo"])
 def test_trl_defaults_that_do_not_fit_the_machine_come_from_ft_config(method, tiny_model_dir, pairs, tmp_path):
+    before = live_instances(_llama())
     ctx = build_ctx([f"+method={method}", *run_args(tiny_model_dir, pairs, tmp_path, method)], tmp_path / method)
+    # A full fine-tune: DPO and KTO keep a frozen copy as their reference; ORPO and SimPO need none.
+    assert len(live_instances(_llama()) - before) == (2 if method in ("dpo", "kto") else 1)
+    assert (ctx.reference_model is None) == (method in ("orpo", "simpo"))
     args = ctx.trainer.args
     assert args.bf16 is False and args.fp16 is False  # TRL would turn bf16 autocast on
     assert args.gradient_checkpointing is False  # TRL would turn it on

@@ -76,7 +76,8 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
     """Entry of ``ft run``: validate, launch through Hydra, report. Returns the exit code."""
     session = Session(p_flags)
     normalised, composed_jobs = validate_all(session, overrides, multirun)
-    results = launch(session, normalised, multirun)
+    pins = pinned_choices(normalised, composed_jobs) if multirun else []
+    results = launch(session, normalised + pins, multirun)
     user_errors = [r for r in results if r.status == "user-error"]
     if multirun:
         print_sweep_summary(results)
@@ -86,6 +87,25 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
     if failed and not multirun:
         return 1
     return 1 if failed else 0
+
+
+def pinned_choices(overrides: list[str], jobs: list[Composed]) -> list[str]:
+    """``group=option`` for the choices every job of a sweep agrees on but the command line does not
+    name, when they differ from the primary defaults (``+method=dpo,ipo`` selects ``data=preference``
+    through the method options' defaults list). Hydra composes a sweep's base config without the swept
+    values, so without the pin a key of that option (``data.max_eval_rows=8``) would not exist there."""
+    import yaml
+
+    primary = yaml.safe_load((kernel_conf_dir() / "ft.yaml").read_text())
+    defaults = {k: v for entry in primary.get("defaults", []) if isinstance(entry, dict) for k, v in entry.items()}
+    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    pins = []
+    for group, choice in jobs[0].choices.items():
+        if choice is None or group in named or group not in defaults or defaults[group] == choice:
+            continue
+        if all(job.choices.get(group) == choice for job in jobs):
+            pins.append(f"{group}={choice}")
+    return pins
 
 
 def launch(session: Session, overrides: list[str], multirun: bool) -> list[JobResult]:

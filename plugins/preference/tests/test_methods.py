@@ -159,7 +159,8 @@ def test_method_knobs_reach_trl(tiny_model_dir, pairs, tmp_path):
 def test_sweep_over_three_methods_prints_one_comparison_table(tiny_model_dir, pairs, tmp_path, capsys):
     args = run_args(tiny_model_dir, pairs, tmp_path, "unused", 3)
     args = [a for a in args if not a.startswith(("run.name", "run.root"))]
-    code = main(["run", "-m", "+method=dpo,ipo,simpo", "+adapter=lora", "optim.lr=1e-2",
+    # data.max_eval_rows exists only in data=preference, which the swept methods select themselves.
+    code = main(["run", "-m", "+method=dpo,ipo,simpo", "+adapter=lora", "optim.lr=1e-2", "data.max_eval_rows=6",
                  f"hydra.sweep.dir={tmp_path / 'sweep'}", *args])
     out = capsys.readouterr().out
     assert code == 0

@@ -55,7 +55,7 @@ def default_cache_dir() -> Path:
 def smollm2_folder(cache_dir: Path | None = None) -> Path:
     """Where the converted model lives (or will live) under the cache root ``cache_dir``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "models" / MODEL_FOLDER
+    return root.absolute() / "models" / MODEL_FOLDER  # absolute: the caller may change directory
 
 
 def find_gguf() -> Path:

@@ -36,8 +36,8 @@ class ModelConfig:
 
 @dataclass
 class DefaultTaskConfig:
-    train_rows: int = 400
-    eval_rows: int = 40
+    train_rows: int = 480
+    eval_rows: int = 64
     seed: int = 1234
 
 

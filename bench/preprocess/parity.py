@@ -1,6 +1,6 @@
 """Compare ft's formats with Axolotl 0.19 token for token on real rows from ../shared/data.
 
-    .venv/bin/python bench/preprocess/parity.py [--axolotl-python /tmp/axolotl-venv/bin/python]
+    .venv/bin/python bench/preprocess/parity.py [--axolotl-python PATH | AXOLOTL_PYTHON=PATH]
         [--rows 200] [--golden tests/test_data_fixtures/axolotl_0.19_golden.json.gz]
 
 For each case it writes the rows, runs ``axolotl_reference.py`` in Axolotl's own virtual environment,
@@ -119,11 +119,14 @@ def run_ft(case: dict[str, Any], tokenizer: Any) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--axolotl-python", default="/tmp/axolotl-venv/bin/python")
+    parser.add_argument("--axolotl-python", default=os.environ.get("AXOLOTL_PYTHON"),
+                        help="python of a separate venv with axolotl==0.19.0 (or set AXOLOTL_PYTHON)")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--golden", help="write a few rows of every case with Axolotl's output to this .json.gz")
     parser.add_argument("--golden-rows", type=int, default=4)
     args = parser.parse_args()
+    if not args.axolotl_python:
+        parser.error("name the Axolotl venv's python: --axolotl-python PATH or AXOLOTL_PYTHON=PATH (see BENCHMARKS.md)")
     from transformers import AutoTokenizer
 
     from ft.models.smollm2 import ensure_smollm2

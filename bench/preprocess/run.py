@@ -1,6 +1,6 @@
 """Benchmark: tokenizing real data with ft's data stage, rows/s, side by side with Axolotl 0.19.
 
-    .venv/bin/python bench/preprocess/run.py [--axolotl-python /tmp/axolotl-venv/bin/python] [--repeat 3]
+    .venv/bin/python bench/preprocess/run.py [--axolotl-python PATH | AXOLOTL_PYTHON=PATH] [--repeat 3]
 
 Data: ../shared/data/gpteacher/toolformer.json (7,673 alpaca rows) and the chosen dialogues of
 ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz turned into messages (chat_template), tokenized
@@ -84,9 +84,12 @@ def time_axolotl(python: str, path: Path, kind: str, repeat: int) -> float | Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--axolotl-python", default="/tmp/axolotl-venv/bin/python")
+    parser.add_argument("--axolotl-python", default=os.environ.get("AXOLOTL_PYTHON"),
+                        help="python of a separate venv with axolotl==0.19.0 (or set AXOLOTL_PYTHON)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if not args.axolotl_python:
+        parser.error("name the Axolotl venv's python: --axolotl-python PATH or AXOLOTL_PYTHON=PATH (see BENCHMARKS.md)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     with tempfile.TemporaryDirectory() as scratch:
         chat_path = Path(scratch) / "hh_chat.jsonl"

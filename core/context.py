@@ -20,6 +20,19 @@ class DatasetBundle:
 
 
 @dataclass
+class Batching:
+    """How one split is batched when a plugin takes batching over (the ``batch_sampler`` hook).
+
+    The trainer's ``DataLoader`` reads ``dataset[item]`` for every item of every batch ``sampler``
+    yields; ``dataset`` defaults to the split itself. A sampler that yields groups of rows (packs)
+    pairs with a dataset view that indexes by those groups.
+    """
+
+    sampler: Any
+    dataset: Any = None
+
+
+@dataclass
 class RunContext:
     """Everything a run has built so far; hooks read it and set the attribute their stage owns."""
 
@@ -33,6 +46,8 @@ class RunContext:
     reference_model: Any = None
     training_args: dict[str, Any] = field(default_factory=dict)
     data_collator: Any = None
+    #: Plugin-built batching per split (``"train"``, ``"eval"``); absent: the trainer's own sampler.
+    batching: dict[str, Batching] = field(default_factory=dict)
     callbacks: list[Any] = field(default_factory=list)
     trainer: Any = None
     train_output: Any = None

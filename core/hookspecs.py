@@ -135,12 +135,16 @@ def collator(ctx: RunContext) -> Any:
 
 
 @hookspec(firstresult=True)
-def batch_sampler(ctx: RunContext) -> Any:
-    """Build a batch sampler for the training data (multipack bin-packing).
+def batch_sampler(ctx: RunContext, dataset: Any, split: str) -> Any:
+    """Take over how a split is batched (sample packing: several rows per sequence).
 
-    When: while the trainer is built. Returns: a ``torch.utils.data.Sampler`` yielding lists of row
-    indices, or ``None`` for the trainer's default sampler. Combine: firstresult (capability
-    ``batch_sampler``).
+    When: while the trainer is built, after ``collator``, once for ``split="train"`` and once for
+    ``split="eval"`` when there is an evaluation set (``dataset`` is that split). Returns:
+    :class:`ft.context.Batching` (a ``torch.utils.data.Sampler`` yielding batches, and optionally the
+    dataset view the ``DataLoader`` reads each batch item from), or ``None`` for the trainer's default
+    sampler. The sampler must be rank-aware (every rank the same number of batches) and should have
+    ``set_epoch``; the kernel's trainer builds the ``DataLoader`` from it and keeps accelerate from
+    sharding it again. Combine: firstresult (capability ``batch_sampler``).
     """
 
 

@@ -164,6 +164,11 @@ def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
 
     ctx.training_args = merge_fragments(base_training_args(ctx), pm.hook.training_args(ctx=ctx), "training_args")
     ctx.data_collator = pm.hook.collator(ctx=ctx)
+    for split, dataset in (("train", ctx.datasets.train), ("eval", ctx.datasets.eval)):
+        if dataset is not None:
+            batching = pm.hook.batch_sampler(ctx=ctx, dataset=dataset, split=split)
+            if batching is not None:
+                ctx.batching[split] = batching
     ctx.callbacks = [cb for group in pm.hook.callbacks(ctx=ctx) for cb in (group or [])]
     ctx.trainer = pm.hook.create_trainer(ctx=ctx)
     if ctx.trainer is None:

@@ -116,6 +116,25 @@ def chat_file(tmp_path) -> Path:
     return write_chat_rows(tmp_path / "chat.jsonl")
 
 
+def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object) -> dict:
+    """Compose and validate ``overrides`` exactly like ``ft run`` and run the lifecycle in this process
+    into ``run_dir``; ``spies`` are extra plugin objects registered for the run (to watch the model,
+    the trainer or the batches). Returns the run's final metrics."""
+    from ft import lifecycle
+    from ft.plugins import make_plugin_manager
+    from ft.runner import Session, validate_all
+
+    session = Session([])
+    _, jobs = validate_all(session, overrides, multirun=False)
+    composed = jobs[0]
+    active = session.check_plugins(composed)
+    pm = make_plugin_manager(active)
+    for index, spy in enumerate(spies):
+        if spy is not None:
+            pm.register(spy, name=f"test-spy-{index}")
+    return lifecycle.run(composed, run_dir, pm, active, session.plugins)
+
+
 def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900):
     """Run the ``ft`` command in a subprocess (the real CLI, as a user types it)."""
     import subprocess

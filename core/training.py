@@ -36,6 +36,46 @@ def ft_trainer_class(base: type) -> type:
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
 
+        def get_train_dataloader(self):  # type: ignore[override]
+            batching = self.ft_ctx.batching.get("train") if self.ft_ctx is not None else None
+            if batching is None:
+                return super().get_train_dataloader()
+            return self._ft_dataloader(batching, self.train_dataset, is_training=True)
+
+        def get_eval_dataloader(self, eval_dataset: Any = None):  # type: ignore[override]
+            batching = self.ft_ctx.batching.get("eval") if self.ft_ctx is not None else None
+            if batching is None or (eval_dataset is not None and eval_dataset is not self.eval_dataset):
+                return super().get_eval_dataloader(eval_dataset)
+            return self._ft_dataloader(batching, self.eval_dataset, is_training=False)
+
+        def _ft_dataloader(self, batching: Any, dataset: Any, is_training: bool):
+            """A DataLoader over a plugin's batch sampler (see the ``batch_sampler`` hook)."""
+            from torch.utils.data import DataLoader
+
+            params: dict[str, Any] = {
+                "batch_sampler": batching.sampler,
+                "collate_fn": self.data_collator,
+                "num_workers": self.args.dataloader_num_workers,
+                "pin_memory": self.args.dataloader_pin_memory,
+                "persistent_workers": self.args.dataloader_persistent_workers,
+            }
+            if self.args.dataloader_num_workers > 0:
+                params["prefetch_factor"] = self.args.dataloader_prefetch_factor
+                if is_training:
+                    from transformers.trainer_utils import seed_worker
+
+                    params["worker_init_fn"] = functools.partial(
+                        seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index)
+            loader = self.accelerator.prepare(
+                DataLoader(batching.dataset if batching.dataset is not None else dataset, **params))
+            # The sampler already gives each rank its own batches: make accelerate's shard wrapper a
+            # pass-through instead of sharding a second time (and silently dropping rows).
+            wrapper = getattr(loader, "batch_sampler", None)
+            if wrapper is not None and getattr(wrapper, "batch_sampler", None) is batching.sampler:
+                wrapper.num_processes = 1
+                wrapper.process_index = 0
+            return loader
+
         def create_optimizer(self, *args: Any, **kwargs: Any):  # type: ignore[override]
             if self.optimizer is None and self.ft_ctx is not None:
                 built = self.ft_ctx.pm.hook.optimizer(ctx=self.ft_ctx, model=self.model)

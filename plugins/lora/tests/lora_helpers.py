@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ft import hookimpl
+from ft.testing import run_lifecycle  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,22 +41,6 @@ class ModelSpy:
         ctx.model.eval()
         with torch.no_grad():
             self.logits = ctx.model(input_ids=torch.tensor([self.probe_ids])).logits.float()
-
-
-def run_lifecycle(overrides: list[str], run_dir: Path, spy: Any = None) -> dict[str, Any]:
-    """Compose + validate ``overrides`` exactly like ``ft run`` and run the lifecycle into ``run_dir``."""
-    from ft import lifecycle
-    from ft.plugins import make_plugin_manager
-    from ft.runner import Session, validate_all
-
-    session = Session([])
-    _, jobs = validate_all(session, overrides, multirun=False)
-    composed = jobs[0]
-    active = session.check_plugins(composed)
-    pm = make_plugin_manager(active)
-    if spy is not None:
-        pm.register(spy, name="test-spy")
-    return lifecycle.run(composed, run_dir, pm, active, session.plugins)
 
 
 def tiny_args(model_dir: Path, data: Path, steps: int = 12, lr: float = 5e-3) -> list[str]:

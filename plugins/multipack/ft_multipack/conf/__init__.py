@@ -1,0 +1,1 @@
+"""Hydra options of ft-multipack: ``packing/multipack.yaml`` (found through the ``ft.conf`` entry point)."""

@@ -1,0 +1,172 @@
+"""ft-multipack's hooks: ``packing=multipack`` packs rows into full sequences, each row isolated.
+
+Lifecycle: ``validate_config`` checks the keys and that the method is SFT; ``collator`` (after the
+model is loaded) picks how rows are kept apart in attention and checks it on the real model with a
+two-row forward pass; ``batch_sampler`` packs the train split (and the eval split, in order) and logs
+packing efficiency, rows per pack and steps per epoch; ``post_trainer_create`` makes sure the trainer
+normalises the loss by the trained tokens of the whole optimizer step, which is what makes packed and
+unpacked runs of the same rows follow the same curve.
+
+This plugin patches nothing: the kernel's trainer reads the ``batch_sampler`` result through
+``ft.context.Batching``, and transformers isolates packed rows itself from restarting ``position_ids``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+from ft import hookimpl
+from ft.errors import ConfigError
+from ft.plugins import PluginInfo
+
+from ft_multipack.schema import MultipackConfig, check_packing_values
+
+FT_PLUGIN = PluginInfo(
+    name="multipack",
+    description="Sample packing (packing=multipack): rows share full sequences, isolated in attention and loss",
+    capabilities=("collator", "batch_sampler"),
+)
+
+log = logging.getLogger("ft")
+
+#: Relative logit difference above which a row is taken to see the row packed before it.
+ISOLATION_TOLERANCE = {"float32": 1e-4, "float64": 1e-6}
+HALF_PRECISION_TOLERANCE = 3e-2
+
+
+@hookimpl
+def config_schemas() -> dict[str, type]:
+    return {"packing/multipack": MultipackConfig}
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    if choices.get("packing") == "multipack":
+        check_packing_values(cfg, choices)
+
+
+@hookimpl
+def collator(ctx: Any) -> Any:
+    from ft_multipack.collator import PackedCollator
+
+    packing = ctx.cfg.packing
+    model = ctx.model
+    implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None)
+    import torch
+
+    dtype = dtype or torch.float32
+    pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
+    wanted = str(packing.attention)
+    modes = ["position_ids", "block_mask"] if wanted == "auto" else [wanted]
+    if wanted == "auto" and implementation not in ("sdpa", "eager"):
+        modes = ["position_ids"]
+    gaps: dict[str, float] = {}
+    for mode in modes:
+        built = PackedCollator(pad_id, attention=mode, attn_implementation=implementation,  # type: ignore[arg-type]
+                               mask_dtype=dtype,
+                               pad_to_multiple_of=int(packing.pad_to_multiple_of))
+        gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
+        if gaps[mode] <= _tolerance(dtype):
+            log.info("packing: rows kept apart by %s (%s attention; packed and lone logits differ by %.1e)",
+                     "restarting position_ids" if mode == "position_ids" else "a block-diagonal mask",
+                     implementation, gaps[mode])
+            ctx.extras["multipack"] = {"attention": mode}
+            return built
+    tried = ", ".join(f"{mode}: {gap:.2e}" for mode, gap in gaps.items())
+    raise ConfigError(
+        f"packing=multipack cannot keep packed rows apart in {type(model).__name__} with {implementation} attention "
+        f"(a row's logits change when another row is packed before it; relative difference {tried}); "
+        "set model.attn_implementation=sdpa (or eager) with packing.attention=block_mask, or remove +packing=multipack")
+
+
+def _tolerance(dtype: Any) -> float:
+    return ISOLATION_TOLERANCE.get(str(dtype).removeprefix("torch."), HALF_PRECISION_TOLERANCE)
+
+
+def isolation_gap(model: Any, collator: Any, vocab_size: int) -> float:
+    """Relative max difference between a row's logits packed after another row and alone.
+
+    Zero (up to rounding) when packing isolates rows; of the order of the logits when it does not.
+    The model runs in eval mode (no dropout) and is put back in the mode it was in.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    low = min(4, vocab_size - 1)
+    before = torch.randint(low, vocab_size, (24,), generator=generator).tolist()
+    row = torch.randint(low, vocab_size, (9,), generator=generator).tolist()
+    packed = collator([{"input_ids": [before, row], "labels": [before, row]}])
+    alone = collator([{"input_ids": [row], "labels": [row]}])
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits_packed = model(**_inputs(packed, device)).logits[0, len(before):len(before) + len(row)].float()
+            logits_alone = model(**_inputs(alone, device)).logits[0, :len(row)].float()
+    finally:
+        model.train(was_training)
+    scale = logits_alone.abs().max().clamp_min(1e-6)
+    return float((logits_packed - logits_alone).abs().max() / scale)
+
+
+def _inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {key: value.to(device) if hasattr(value, "to") else value
+            for key, value in batch.items() if key != "labels"}
+
+
+def _world() -> tuple[int, int]:
+    """(number of ranks, this rank): from torch.distributed when it is up, else the launcher's env."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+@hookimpl
+def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
+    from ft.context import Batching
+
+    from ft_multipack.sampler import MultipackBatchSampler, PackedRows, row_lengths
+
+    packing = ctx.cfg.packing
+    if split == "eval" and not packing.eval:
+        return None
+    capacity = int(ctx.cfg.data.sequence_len)
+    lengths = row_lengths(dataset)
+    longest = int(lengths.max()) if len(lengths) else 0
+    if longest > capacity:
+        raise ConfigError(f"the {split} split has a row of {longest} tokens, longer than data.sequence_len={capacity}; "
+                          "set data.too_long=drop or truncate, or raise data.sequence_len")
+    world, rank = _world()
+    trainer = ctx.cfg.trainer
+    sampler = MultipackBatchSampler(lengths, capacity, int(trainer.micro_batch_size), seed=int(ctx.cfg.seed),
+                                    shuffle=split == "train", group_size=int(packing.group_size),
+                                    num_replicas=world, rank=rank)
+    summary = sampler.report()
+    line = f"packing ({split}): {summary.describe()}"
+    if split == "train":
+        accumulation = int(trainer.gradient_accumulation_steps)
+        steps = math.ceil(len(sampler) / accumulation)
+        line += (f"; {len(sampler)} batches of {trainer.micro_batch_size} packs per rank"
+                 f" ({world} rank{'s' if world > 1 else ''}), {steps} optimizer steps per epoch")
+    log.info(line)
+    state = ctx.extras.setdefault("multipack", {})
+    state[split] = {"efficiency": round(summary.efficiency, 5), "rows_per_pack": round(summary.rows_per_pack, 2),
+                    "packs": summary.packs, "batches": len(sampler)}
+    return Batching(sampler=sampler, dataset=PackedRows(dataset))
+
+
+@hookimpl
+def post_trainer_create(ctx: Any) -> None:
+    trainer = ctx.trainer
+    if not (getattr(trainer, "model_accepts_loss_kwargs", False) or getattr(trainer, "compute_loss_func", None)):
+        raise ConfigError(
+            f"packing=multipack needs the loss averaged over the trained tokens of the whole optimizer step, but "
+            f"{type(ctx.model).__name__}.forward takes no loss keyword arguments (num_items_in_batch), so the trainer "
+            "would average per batch and packed runs would weight rows differently; remove +packing=multipack")

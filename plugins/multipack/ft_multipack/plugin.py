@@ -153,7 +153,8 @@ def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
     if split == "train":
         accumulation = int(trainer.gradient_accumulation_steps)
         steps = math.ceil(len(sampler) / accumulation)
-        line += (f"; {len(sampler)} batches of {trainer.micro_batch_size} packs per rank"
+        per_batch = int(trainer.micro_batch_size)
+        line += (f"; {len(sampler)} batches of {per_batch} pack{'s' if per_batch > 1 else ''} per rank"
                  f" ({world} rank{'s' if world > 1 else ''}), {steps} optimizer steps per epoch")
     log.info(line)
     state = ctx.extras.setdefault("multipack", {})

@@ -1,0 +1,101 @@
+"""The benchmarks start and their harness works (bench/; never timed here: speed is not asserted).
+
+Only ft's side runs; nothing needs Axolotl's venv. Each benchmark's real run is a command in
+BENCHMARKS.md, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/run.py", "bench/render.py"]
+
+
+def bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_benchmark_has_help(script):
+    done = bench(script, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+
+
+def test_axolotl_venv_plan_pins_torch_before_axolotl(tmp_path):
+    from bench._harness.axolotl import venv_plan
+
+    commands, constraints = venv_plan(tmp_path / "ax", base_python="/usr/bin/python3")
+    assert commands[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "ax")]
+    torch_at = next(i for i, c in enumerate(commands) if "torch==2.13.0" in c)
+    axolotl = next(c for c in commands if "axolotl==0.19.0" in c)
+    assert torch_at < commands.index(axolotl)
+    assert axolotl[axolotl.index("-c") + 1] == str(tmp_path / "ax" / "ft-bench-constraints.txt")
+    assert constraints.strip() == "torch==2.13.0"
+    printed = bench("bench/vs-axolotl/run.py", "--print-venv-plan", "--axolotl-venv", str(tmp_path / "ax"))
+    assert printed.returncode == 0 and "axolotl==0.19.0" in printed.stdout
+    assert not (tmp_path / "ax").exists()  # printing the plan creates nothing
+
+
+def test_memory_poller_sees_a_child_allocation():
+    from bench._harness import run_timed
+
+    code = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(1)"
+    result = run_timed([sys.executable, "-c", code])
+    assert result["peak_rss_mb"] > 250
+    assert result["wall_s"] >= 1
+
+
+def test_summary_and_ratios():
+    from bench._harness import ratios, summarize
+
+    runs = {"base": [{"t": 2.0}, {"t": 4.0}, {"t": 3.0}], "ft": [{"t": 3.0}, {"t": 3.3}, {"t": 2.7}]}
+    summaries = summarize(runs, ["t"])
+    assert summaries["base"]["t"]["median"] == 3.0
+    assert summaries["base"]["t"]["spread"] == pytest.approx(2 / 3)
+    assert ratios(summaries, "base") == {"ft": {"t": 1.0}}
+
+
+def test_startup_smoke_times_ft_commands():
+    done = bench("bench/startup/run.py", "--smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for command in ("ft --help", "ft validate", "ft plugins"):
+        assert command in done.stdout
+    assert "not recorded" in done.stdout
+
+
+def test_overhead_smoke_runs_both_sides(shared_data):
+    done = bench("bench/overhead/run.py", "--smoke")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ft / transformers.Trainer step time:" in done.stdout
+    assert "not recorded" in done.stdout
+
+
+def test_render_rewrites_only_between_markers(tmp_path):
+    from bench.render import render
+
+    results = tmp_path / "results"
+    results.mkdir()
+    entry = {"benchmark": "demo", "date": "2026-11-22T10:00:00+00:00", "machine": {"cores": 2, "arch": "x86_64",
+             "device": "cpu", "python": "3.11.7"}, "load_avg": {"before": [1.5], "after": [2.0]},
+             "versions": {"ft": {"ft": "0.1.0", "torch": "2.13.0"}}, "repeat": 3, "warmup": 1,
+             "headline": [["ft / baseline", "0.99"]], "note": ""}
+    (results / "demo.jsonl").write_text(json.dumps(entry) + "\n")
+    doc = "## other\nkept\n\n## demo\nwhy\n<!-- bench-history:demo -->\nold table\n<!-- /bench-history:demo -->\nafter\n"
+    out = render(doc, results)
+    assert out.startswith("## other\nkept\n\n## demo\nwhy\n<!-- bench-history:demo -->\n| date (UTC)")
+    assert "old table" not in out and "| 0.99 |" in out and out.endswith("<!-- /bench-history:demo -->\nafter\n")
+    assert render(out, results) == out
+
+
+def test_benchmarks_md_is_rendered_from_the_results():
+    done = bench("bench/render.py", "--check")
+    assert done.returncode == 0, done.stdout

@@ -5,8 +5,8 @@
 
 Each benchmark's table sits between ``<!-- bench-history:NAME -->`` and ``<!-- /bench-history:NAME -->``
 in BENCHMARKS.md; only the text between the markers is rewritten, so the hand-written explanation
-around it (and every section without markers) stays as it is. A benchmark with results but no markers
-gets a new section at the end.
+around it (and every section without markers) stays as it is. Results of a benchmark whose markers
+are not in the document are left out (add the two marker lines where its table should go).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def table(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def render(doc: str, results_dir: Path) -> str:
+def render(doc: str, results_dir: Path, skipped: list[str] | None = None) -> str:
     for path in sorted(results_dir.glob("*.jsonl")):
         name = path.stem
         entries = load(path)
@@ -75,8 +75,8 @@ def render(doc: str, results_dir: Path) -> str:
         if start in doc and end in doc:
             head, rest = doc.split(start, 1)
             doc = head + block + rest.split(end, 1)[1]
-        else:
-            doc = doc.rstrip("\n") + f"\n\n## {name}\n\nHistory (`bench/results/{name}.jsonl`):\n\n{block}\n"
+        elif skipped is not None:
+            skipped.append(name)
     return doc
 
 
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
     current = args.doc.read_text()
-    rendered = render(current, args.results_dir)
+    skipped: list[str] = []
+    rendered = render(current, args.results_dir, skipped)
+    for name in skipped:
+        print(f"{name}: no '<!-- bench-history:{name} -->' markers in {args.doc.name}; its results are not rendered")
     if args.check:
         if rendered != current:
             print(f"{args.doc} is out of date with {args.results_dir}: run .venv/bin/python bench/render.py")

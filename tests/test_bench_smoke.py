@@ -94,6 +94,8 @@ def test_render_rewrites_only_between_markers(tmp_path):
     assert out.startswith("## other\nkept\n\n## demo\nwhy\n<!-- bench-history:demo -->\n| date (UTC)")
     assert "old table" not in out and "| 0.99 |" in out and out.endswith("<!-- /bench-history:demo -->\nafter\n")
     assert render(out, results) == out
+    skipped: list[str] = []
+    assert render("no markers\n", results, skipped) == "no markers\n" and skipped == ["demo"]
 
 
 def test_benchmarks_md_is_rendered_from_the_results():

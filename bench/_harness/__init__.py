@@ -51,8 +51,10 @@ def add_common_args(parser: argparse.ArgumentParser, repeat: int = 3, warmup: in
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu (default; hides any GPU from the runs) or cuda")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="torch CPU threads in every side (OMP_NUM_THREADS; default: all cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads in every side (OMP_NUM_THREADS; default 1: on a shared 2-core "
+                             "machine, two OpenMP threads competing with other jobs for the cores make step "
+                             "times swing several-fold, one thread a side does not)")
 
 
 def child_env(device: str = "cpu", threads: int | None = None, **extra: str) -> dict[str, str]:

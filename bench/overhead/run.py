@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", default="tiny", help="tiny (default), smollm2-135m, llama-1b (GPU)")
     parser.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps run first in each process and not timed (default 5)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--sequence-len", type=int, default=1024)
     parser.add_argument("--logging-steps", type=int, default=5)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")

@@ -85,20 +85,30 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _rss_mb(pid: int) -> float:
+def _memory_mb(pid: int, path: str, field: str) -> float:
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/{path}") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
 
 
+def _rss_mb(pid: int) -> float:
+    return _memory_mb(pid, "status", "VmRSS:")
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared between processes (forked workers) counted once in all."""
+    return _memory_mb(pid, "smaps_rollup", "Pss:") or _rss_mb(pid)
+
+
 class MemoryPoller:
-    """Peak resident memory of a process tree, polled from /proc (Linux): the sum over the tree
-    (what the command costs the machine) and the largest single process."""
+    """Peak memory of a process tree, polled from /proc (Linux): the sum of proportional set sizes
+    over the tree (what the command costs the machine; shared pages counted once) and the largest
+    resident set of a single process."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid, self.interval = pid, interval
@@ -123,9 +133,8 @@ class MemoryPoller:
                 if pid in seen:
                     continue
                 seen.add(pid)
-                rss = _rss_mb(pid)
-                total += rss
-                self.peak_process_mb = max(self.peak_process_mb, rss)
+                total += _pss_mb(pid)
+                self.peak_process_mb = max(self.peak_process_mb, _rss_mb(pid))
                 pending += _children(pid)
             self.peak_tree_mb = max(self.peak_tree_mb, total)
             self._stop.wait(self.interval)

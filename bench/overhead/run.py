@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = ["step_s", "step_cpu_s", "wall_s", "peak_rss_mb", "cuda_peak_mb"]
     summaries = summarize(results, metrics)
     print_table("per-step time (median of rounds; ratio = ft / transformers.Trainer)", summaries, "transformers.Trainer",
-                [("step_s", "step (s)"), ("step_cpu_s", "step CPU time (s)"), ("wall_s", "process wall (s)"), ("peak_rss_mb", "peak RSS (MiB)"),
+                [("step_s", "step (s)"), ("step_cpu_s", "step CPU time (s)"), ("wall_s", "process wall (s)"), ("peak_rss_mb", "peak memory (MiB)"),
                  ("cuda_peak_mb", "CUDA peak (MiB)")])
     ratio = summaries["ft"]["step_s"]["median"] / summaries["transformers.Trainer"]["step_s"]["median"]
     cpu_ratio = summaries["ft"]["step_cpu_s"]["median"] / summaries["transformers.Trainer"]["step_cpu_s"]["median"]

@@ -19,7 +19,11 @@ row lengths are cached as .npy under the benchmark cache (``FT_BENCH_CACHE``, de
    padded batches of N rows per step (N = ft's average rows per pack, so both arms train about the same
    tokens a step), same optimizer, schedule, seed and threads, each run in a fresh process, rounds
    interleaved (padded, packed, then packed, padded...). The figure is trained tokens (labels the loss
-   uses) per second over the steps after the in-process warm-up. Target: packed >= 1.5x padded.
+   uses) per second over the steps after the in-process warm-up. The timed steps hold a small sample of
+   rows, and rows differ a lot in their trained share (18% of a toolformer row, about 60% of the
+   others), so the run also prints token slots per second times the share of a whole epoch's slots
+   that is trained (``epoch_tokens_per_s``: the same measured speed, without the sampling luck of which
+   rows were timed). Target: packed >= 1.5x padded.
    One torch thread by default: on a shared machine two OpenMP threads that wait for each other run
    slower and far less steadily than one (``--threads`` changes it, for both arms alike).
 
@@ -78,21 +82,34 @@ def mix_datasets(max_rows: int | None) -> list[dict[str, Any]]:
     return [{"path": str(p), "format": "alpaca", **({"max_rows": max_rows} if max_rows else {})} for p in paths]
 
 
-def mix_lengths(datasets: list[dict[str, Any]], tokenizer_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """Token count of every row of the mix, through ft's data stage; cached as .npy by what made it."""
+def trained_counts(dataset: Any) -> np.ndarray:
+    """Trained tokens (labels other than -100) of every row, from the Arrow list offsets."""
+    table = getattr(dataset, "data", None)
+    if table is not None and hasattr(table, "column") and getattr(dataset, "_indices", None) is None:
+        labels = table.column("labels").combine_chunks()
+        offsets = labels.offsets.to_numpy()
+        kept = np.concatenate([[0], np.cumsum(labels.values.to_numpy() != -100)])
+        return (kept[offsets[1:]] - kept[offsets[:-1]]).astype(np.int64)
+    return np.array([sum(1 for label in row if label != -100) for row in dataset["labels"]], dtype=np.int64)
+
+
+def mix_lengths(datasets: list[dict[str, Any]], tokenizer_dir: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Token count and trained-token count of every row of the mix, through ft's data stage; cached
+    as .npz by what made it."""
     from bench._harness.workload import cache_dir
 
     import ft
 
-    key_parts = [str(LENGTHS_SEQUENCE_LEN), str(tokenizer_dir), getattr(ft, "__version__", "")]
+    key_parts = ["2", str(LENGTHS_SEQUENCE_LEN), str(tokenizer_dir), getattr(ft, "__version__", "")]
     for entry in datasets:
         stat = Path(entry["path"]).stat()
         key_parts += [entry["path"], str(stat.st_size), str(entry.get("max_rows"))]
     key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:16]
-    path = cache_dir() / "packing" / f"lengths-{key}.npy"
+    path = cache_dir() / "packing" / f"lengths-{key}.npz"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
-        return np.load(path), json.loads(meta_path.read_text())
+        arrays = np.load(path)
+        return arrays["lengths"], arrays["trained"], json.loads(meta_path.read_text())
     from transformers import AutoTokenizer
 
     from ft.data import BUILTIN_FORMATS, prepare_data
@@ -102,6 +119,7 @@ def mix_lengths(datasets: list[dict[str, Any]], tokenizer_dir: Path) -> tuple[np
     cfg = {"datasets": datasets, "sequence_len": LENGTHS_SEQUENCE_LEN, "shuffle": False}
     prepared = prepare_data(cfg, tokenizer, dict(BUILTIN_FORMATS), progress=False)
     lengths = row_lengths(prepared.train)
+    trained = trained_counts(prepared.train)
     per_source = {Path(name).name: {k: part.stats[k] for k in ("rows_in", "rows", "tokens", "trained_tokens",
                                                               "dropped_too_long", "len_p50", "len_max")}
                   for name, part in prepared.parts.items()}
@@ -110,9 +128,9 @@ def mix_lengths(datasets: list[dict[str, Any]], tokenizer_dir: Path) -> tuple[np
         print(f"warning: ft's data stage dropped {dropped} rows of the mix", file=sys.stderr)
     meta = {"sources": per_source, "tokenizer": str(tokenizer_dir), "sequence_len": LENGTHS_SEQUENCE_LEN}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, lengths)
+    np.savez(path, lengths=lengths, trained=trained)
     meta_path.write_text(json.dumps(meta, indent=2))
-    return lengths, meta
+    return lengths, trained, meta
 
 
 # -- efficiency -----------------------------------------------------------------------------------------
@@ -274,8 +292,32 @@ def ft_command(arm: str, model: Path, datasets: list[dict[str, Any]], root: Path
     return command + [f"trainer.micro_batch_size={padded_batch}"]
 
 
-def measure_arm(command: list[str], env: dict[str, str], scratch: Path, skip: int) -> dict[str, Any]:
-    """One ``ft run``: trained tokens per second over the steps after ``skip`` warm-up steps."""
+def epoch_trained_share(lengths: np.ndarray, trained: np.ndarray, capacity: int, batch: int,
+                        pad_to_multiple_of: int = 8, draws: int = 5) -> dict[str, float]:
+    """Trained tokens per computed token slot over a whole epoch, for each arm.
+
+    Packed: ft's epoch-0 packs (seed 42, as the runs use), each padded to a multiple of 8 as the
+    collator does. Padded: batches of ``batch`` shuffled rows padded to their longest (mean of
+    ``draws`` shuffles). The timed steps hold only a sample of rows, and rows differ a lot in how much
+    of them is trained (18% for toolformer, about 60% for roleplay and GSM8K), so this share is what
+    a whole epoch gets where the timed steps get a noisy sample of it.
+    """
+    from ft_multipack.packing import pack_rows
+
+    packs = pack_rows(lengths, capacity, seed=42)
+    slots = sum(-(-int(lengths[pack].sum()) // pad_to_multiple_of) * pad_to_multiple_of for pack in packs)
+    padded = []
+    for seed in range(draws):
+        order = np.random.default_rng(seed).permutation(len(lengths))
+        padded_slots = sum(len(order[i:i + batch]) * int(lengths[order[i:i + batch]].max())
+                           for i in range(0, len(order), batch))
+        padded.append(int(trained.sum()) / padded_slots)
+    return {"packed": int(trained.sum()) / slots, "padded": statistics.mean(padded)}
+
+
+def measure_arm(command: list[str], env: dict[str, str], scratch: Path, skip: int, epoch_share: float) -> dict[str, Any]:
+    """One ``ft run``: trained tokens per second over the steps after ``skip`` warm-up steps, and
+    the same speed in token slots per second times the epoch's trained share (``epoch_tokens_per_s``)."""
     tokens_path = scratch / f"tokens-{time.monotonic_ns()}.json"
     run = run_timed(command, env={**env, "FT_BENCH_TOKENS": str(tokens_path)}, cwd=REPO, timing_file=True)
     if not tokens_path.is_file():
@@ -287,13 +329,15 @@ def measure_arm(command: list[str], env: dict[str, str], scratch: Path, skip: in
     slots = counts["slots"][skip + 1:len(steps) + 1]
     if not times or len(trained) != len(times):
         raise SideFailed(f"{len(times)} timed steps but {len(trained)} counted batches; raise --steps")
-    return {"tokens_per_s": sum(trained) / sum(times), "step_s": sum(times) / len(times),
+    slots_per_s = sum(slots) / sum(times)
+    return {"tokens_per_s": sum(trained) / sum(times), "epoch_tokens_per_s": slots_per_s * epoch_share,
+            "slots_per_s": slots_per_s, "step_s": sum(times) / len(times),
             "trained_per_step": sum(trained) / len(trained), "slots_per_step": sum(slots) / len(slots),
             "trained_per_slot": sum(trained) / sum(slots), "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"]}
 
 
-def training_section(datasets: list[dict[str, Any]], lengths: np.ndarray, args: argparse.Namespace,
-                     precision: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def training_section(datasets: list[dict[str, Any]], lengths: np.ndarray, trained: np.ndarray,
+                     args: argparse.Namespace, precision: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from bench._harness.workload import parameter_count
 
     from ft_multipack.packing import pack_rows, report
@@ -303,6 +347,7 @@ def training_section(datasets: list[dict[str, Any]], lengths: np.ndarray, args: 
               f"{args.train_sequence_len}; both arms drop them (data.too_long=drop)")
     per_pack = report(pack_rows(lengths, args.train_sequence_len, seed=42), lengths, args.train_sequence_len).rows_per_pack
     padded_batch = args.padded_batch or max(1, round(per_pack))
+    share = epoch_trained_share(lengths, trained, args.train_sequence_len, padded_batch)
     model = Path(args.model_dir) if args.model_dir else build_bench_model()
     params = parameter_count(model)
     env = child_env(args.device, args.threads)
@@ -316,16 +361,21 @@ def training_section(datasets: list[dict[str, Any]], lengths: np.ndarray, args: 
 
         def side(arm: str):
             return lambda: measure_arm(ft_command(arm, model, datasets, scratch / f"runs{next(counter)}", args,
-                                                  padded_batch, precision), env, scratch, args.warmup_steps)
+                                                  padded_batch, precision), env, scratch, args.warmup_steps, share[arm])
 
         results = interleave({"padded": side("padded"), "packed": side("packed")}, args.repeat, args.warmup)
-    metrics = ["tokens_per_s", "step_s", "trained_per_step", "slots_per_step", "trained_per_slot", "wall_s", "peak_rss_mb"]
+    metrics = ["tokens_per_s", "epoch_tokens_per_s", "slots_per_s", "step_s", "trained_per_step", "slots_per_step",
+               "trained_per_slot", "wall_s", "peak_rss_mb"]
     summaries = summarize(results, metrics)
     print_table("training (median of rounds; ratio = packed / padded)", summaries, "padded",
-                [("tokens_per_s", "trained tokens/s"), ("step_s", "step (s)"), ("trained_per_step", "trained tokens/step"),
+                [("tokens_per_s", "trained tokens/s"), ("epoch_tokens_per_s", "epoch-share tokens/s"),
+                 ("slots_per_s", "token slots/s"), ("step_s", "step (s)"), ("trained_per_step", "trained tokens/step"),
                  ("slots_per_step", "token slots/step"), ("trained_per_slot", "trained/slots"),
                  ("peak_rss_mb", "peak RSS (MiB)")])
-    config = {"model": model.name, "parameters": params,
+    print(f"  trained tokens per token slot over a whole epoch: packed {share['packed']:.3f}, padded {share['padded']:.3f} "
+          f"(ratio {share['packed'] / share['padded']:.3f}); in the timed steps: packed "
+          f"{summaries['packed']['trained_per_slot']['median']:.3f}, padded {summaries['padded']['trained_per_slot']['median']:.3f}")
+    config = {"model": model.name, "parameters": params, "epoch_trained_per_slot": share,
               "train_sequence_len": args.train_sequence_len, "padded_batch": padded_batch,
               "rows_per_pack": per_pack, "steps": args.steps, "warmup_steps": args.warmup_steps,
               "precision": precision, "device": args.device, "threads": args.threads}
@@ -381,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     datasets = mix_datasets(args.max_rows)
     started = time.perf_counter()
-    lengths, meta = mix_lengths(datasets, ensure_smollm2())
+    lengths, trained, meta = mix_lengths(datasets, ensure_smollm2())
     parts = ", ".join(f"{name} {stats['rows']:,} rows" for name, stats in meta["sources"].items())
     print(f"mix: {parts} -> {len(lengths):,} rows, "
           f"{int(lengths.sum()):,} tokens (SmolLM2 tokenizer, ft's alpaca format; {time.perf_counter() - started:.1f} s)")
@@ -393,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, Any] = {"padded": {}}
     train_config: dict[str, Any] = {}
     if not args.no_train:
-        summaries, train_config = training_section(datasets, lengths, args, precision)
+        summaries, train_config = training_section(datasets, lengths, trained, args, precision)
     headline: list[tuple[str, str]] = []
     for capacity, entry in efficiency.items():
         text = f"ft {entry['ft']['median']:.4f} (min {entry['ft']['min']:.4f})"
@@ -404,10 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     if "packed" in summaries and "tokens_per_s" in summaries["packed"]:
         packed, padded = summaries["packed"]["tokens_per_s"], summaries["padded"]["tokens_per_s"]
         ratio = packed["median"] / padded["median"]
-        verdict = "met" if ratio >= SPEEDUP_TARGET else "MISSED"
+        epoch_ratio = summaries["packed"]["epoch_tokens_per_s"]["median"] / summaries["padded"]["epoch_tokens_per_s"]["median"]
+        verdict = "met" if min(ratio, epoch_ratio) >= SPEEDUP_TARGET else "MISSED"
         headline += [("trained tokens/s, padded", f"{padded['median']:.0f} (spread {100 * padded['spread']:.0f}%)"),
                      ("trained tokens/s, packed", f"{packed['median']:.0f} (spread {100 * packed['spread']:.0f}%)"),
-                     ("speedup packed / padded", f"{ratio:.2f}x (target >= {SPEEDUP_TARGET}x: {verdict})")]
+                     ("speedup packed / padded", f"{ratio:.2f}x in the timed steps, {epoch_ratio:.2f}x at the epoch's "
+                                                 f"trained share (target >= {SPEEDUP_TARGET}x: {verdict})")]
     config = {"mix": [d["path"] for d in datasets], "max_rows": args.max_rows, "rows": len(lengths),
               "tokens": int(lengths.sum()), "capacities": args.capacities, "seeds": args.seeds, **train_config}
     side_versions = {"ft": versions(packages=("ft", "ft-multipack", "torch", "transformers", "numpy"))}

@@ -79,6 +79,13 @@ def test_overhead_smoke_runs_both_sides(shared_data):
     assert "not recorded" in done.stdout
 
 
+def test_vs_axolotl_smoke_runs_ft_side_without_axolotl(shared_data, tmp_path):
+    done = bench("bench/vs-axolotl/run.py", "--smoke", "--axolotl-venv", str(tmp_path / "no-venv"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ft only (--smoke)" in done.stdout
+    assert not (tmp_path / "no-venv").exists()  # the smoke run never creates Axolotl's venv
+
+
 def test_render_rewrites_only_between_markers(tmp_path):
     from bench.render import render
 

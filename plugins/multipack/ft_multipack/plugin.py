@@ -2,13 +2,15 @@
 
 Lifecycle: ``validate_config`` checks the keys and that the method is SFT; ``collator`` (after the
 model is loaded) picks how rows are kept apart in attention and checks it on the real model with a
-two-row forward pass; ``batch_sampler`` packs the train split (and the eval split, in order) and logs
+two-row forward pass (``per_row`` switches the model to a registered attention function, and
+``post_train`` switches it back); ``batch_sampler`` packs the train split (and the eval split, in order) and logs
 packing efficiency, rows per pack and steps per epoch; ``post_trainer_create`` makes sure the trainer
 normalises the loss by the trained tokens of the whole optimizer step, which is what makes packed and
 unpacked runs of the same rows follow the same curve.
 
 This plugin patches nothing: the kernel's trainer reads the ``batch_sampler`` result through
-``ft.context.Batching``, and transformers isolates packed rows itself from restarting ``position_ids``.
+``ft.context.Batching``; transformers isolates packed rows itself from restarting ``position_ids``, and
+the ``per_row`` attention is registered through transformers' public ``AttentionInterface``.
 """
 
 from __future__ import annotations
@@ -48,39 +50,71 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
         check_packing_values(cfg, choices)
 
 
+#: How each ``packing.attention`` mode is described in the start-up log.
+MODE_DESCRIPTIONS = {
+    "per_row": "sdpa on each row's slice of a pack",
+    "position_ids": "positions restart per row, transformers masks across rows",
+    "block_mask": "an explicit block-diagonal causal mask",
+}
+
+
+def candidate_modes(wanted: str, implementation: str) -> list[str]:
+    """The ``packing.attention`` modes to try, best first, for the model's attention implementation."""
+    if wanted != "auto":
+        return [wanted]
+    if implementation == "sdpa":
+        return ["per_row", "position_ids", "block_mask"]
+    if implementation == "eager":
+        return ["position_ids", "block_mask"]
+    return ["position_ids"]
+
+
 @hookimpl
 def collator(ctx: Any) -> Any:
+    import torch
+
+    from ft_multipack.attention import PER_ROW, use_attention
     from ft_multipack.collator import PackedCollator
 
     packing = ctx.cfg.packing
     model = ctx.model
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
-    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None)
-    import torch
-
-    dtype = dtype or torch.float32
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None) or torch.float32
     pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
     wanted = str(packing.attention)
-    modes = ["position_ids", "block_mask"] if wanted == "auto" else [wanted]
-    if wanted == "auto" and implementation not in ("sdpa", "eager"):
-        modes = ["position_ids"]
+    if wanted == "per_row" and implementation != "sdpa":
+        raise ConfigError(f"packing.attention=per_row runs sdpa row by row, but the model uses {implementation} "
+                          "attention; set model.attn_implementation=sdpa or packing.attention=auto")
     gaps: dict[str, float] = {}
-    for mode in modes:
-        built = PackedCollator(pad_id, attention=mode, attn_implementation=implementation,  # type: ignore[arg-type]
-                               mask_dtype=dtype,
+    for mode in candidate_modes(wanted, implementation):
+        if mode == "per_row":
+            use_attention(model, PER_ROW)
+        built = PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",
+                               attn_implementation=implementation, mask_dtype=dtype,
                                pad_to_multiple_of=int(packing.pad_to_multiple_of))
         gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
         if gaps[mode] <= _tolerance(dtype):
-            log.info("packing: rows kept apart by %s (%s attention; packed and lone logits differ by %.1e)",
-                     "restarting position_ids" if mode == "position_ids" else "a block-diagonal mask",
-                     implementation, gaps[mode])
-            ctx.extras["multipack"] = {"attention": mode}
+            log.info("packing: attention=%s (%s; model attention %s); a row's logits packed and alone differ by %.1e",
+                     mode, MODE_DESCRIPTIONS[mode], implementation, gaps[mode])
+            ctx.extras["multipack"] = {"attention": mode, "model_attention": implementation}
             return built
+        if mode == "per_row":
+            use_attention(model, implementation)
     tried = ", ".join(f"{mode}: {gap:.2e}" for mode, gap in gaps.items())
     raise ConfigError(
         f"packing=multipack cannot keep packed rows apart in {type(model).__name__} with {implementation} attention "
         f"(a row's logits change when another row is packed before it; relative difference {tried}); "
         "set model.attn_implementation=sdpa (or eager) with packing.attention=block_mask, or remove +packing=multipack")
+
+
+@hookimpl(tryfirst=True)
+def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
+    """Give the model its own attention back before anything scores, generates with or saves it."""
+    from ft_multipack.attention import use_attention
+
+    state = ctx.extras.get("multipack", {})
+    if state.get("attention") == "per_row":
+        use_attention(ctx.model, state["model_attention"])
 
 
 def _tolerance(dtype: Any) -> float:

@@ -12,7 +12,7 @@ from ft.errors import ConfigError
 class MultipackConfig:
     """``packing=multipack``: every key of ``ft_multipack/conf/packing/multipack.yaml``."""
 
-    attention: Literal["auto", "position_ids", "block_mask"] = "auto"
+    attention: Literal["auto", "per_row", "position_ids", "block_mask"] = "auto"
     group_size: int = 1_000
     eval: bool = True
     pad_to_multiple_of: int = 8
@@ -31,6 +31,9 @@ def check_packing_values(cfg: Any, choices: dict[str, str | None]) -> None:
                           "its own batches; remove +packing=multipack")
     attention = str(packing.attention)
     implementation = cfg.model.get("attn_implementation") if "model" in cfg else None
+    if attention == "per_row" and implementation not in (None, "sdpa"):
+        raise ConfigError(f"packing.attention=per_row runs sdpa row by row and needs model.attn_implementation=sdpa, "
+                          f"not {implementation}; use packing.attention=auto")
     if attention == "block_mask" and implementation not in (None, "sdpa", "eager"):
         raise ConfigError(f"packing.attention=block_mask needs model.attn_implementation=sdpa or eager, "
                           f"not {implementation}; use packing.attention=position_ids")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ft_multipack.attention import PER_ROW, use_attention
 from ft_multipack.collator import PackedCollator
 from ft_multipack.plugin import isolation_gap
 
@@ -48,13 +49,17 @@ def grads(model, loss: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.autograd.grad(loss, list(model.parameters()), retain_graph=True, allow_unused=False))
 
 
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-@pytest.mark.parametrize("attention", ["position_ids", "block_mask"])
+@pytest.mark.parametrize(("implementation", "attention"), [
+    ("sdpa", "position_ids"), ("sdpa", "block_mask"), ("sdpa", "per_row"),
+    ("eager", "position_ids"), ("eager", "block_mask"),
+])
 def test_packed_rows_have_the_loss_and_gradients_they_have_alone(implementation, attention):
     model = tiny_llama(implementation)
     rows = sample_rows()
-    collator = PackedCollator(pad_token_id=0, attention=attention, attn_implementation=implementation,
-                              mask_dtype=torch.float32, pad_to_multiple_of=8)
+    if attention == "per_row":
+        use_attention(model, PER_ROW)
+    collator = PackedCollator(pad_token_id=0, attention="block_mask" if attention == "block_mask" else "position_ids",
+                              attn_implementation=implementation, mask_dtype=torch.float32, pad_to_multiple_of=8)
     # two packs in one batch, so padding and the batch dimension are exercised too
     packs = [rows[:3], rows[3:]]
     batch = collator([{"input_ids": [r[0] for r in pack], "labels": [r[1] for r in pack]} for pack in packs])
@@ -109,3 +114,22 @@ def test_the_start_up_check_tells_isolated_rows_from_leaking_ones(implementation
 def test_a_block_mask_is_refused_for_attention_it_cannot_drive():
     with pytest.raises(ValueError, match="sdpa and eager"):
         PackedCollator(pad_token_id=0, attention="block_mask", attn_implementation="flash_attention_2")
+
+
+def test_per_row_attention_outside_packed_batches_is_plain_sdpa():
+    """Generation (KV cache, left padding) and padded batches go to transformers' sdpa unchanged."""
+    from transformers import GenerationConfig
+
+    reference, per_row = tiny_llama("sdpa"), tiny_llama("sdpa")
+    use_attention(per_row, PER_ROW)
+    assert per_row.config._attn_implementation == PER_ROW
+    ids = torch.tensor([[0, 0, 5, 9, 11, 40], [7, 3, 8, 2, 61, 13]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    settings = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        assert torch.equal(per_row.generate(input_ids=ids, attention_mask=mask, generation_config=settings),
+                           reference.generate(input_ids=ids, attention_mask=mask, generation_config=settings))
+        torch.testing.assert_close(per_row(input_ids=ids, attention_mask=mask).logits,
+                                   reference(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
+    use_attention(per_row, "sdpa")
+    assert per_row.config._attn_implementation == "sdpa"

@@ -41,6 +41,7 @@ class Watch:
         self.weights = {name: p.detach().clone() for name, p in ctx.model.named_parameters()}
         self.state = ctx.trainer.state
         self.extras = dict(ctx.extras.get("multipack", {}))
+        self.attention_after = ctx.model.config._attn_implementation
 
 
 def sgd_args(model_dir: Path, data: Path, **overrides: Any) -> list[str]:
@@ -79,7 +80,7 @@ def unpacked_step(tiny_model_dir, twelve_rows, tmp_path_factory) -> tuple[Path, 
     return run_dir, watch
 
 
-@pytest.mark.parametrize("attention", ["position_ids", "block_mask"])
+@pytest.mark.parametrize("attention", ["per_row", "position_ids", "block_mask"])
 @pytest.mark.parametrize("packs_per_batch", [1, 2])
 def test_one_step_packed_equals_one_step_unpacked_with_accumulation(
         tiny_model_dir, twelve_rows, unpacked_step, tmp_path, attention, packs_per_batch):
@@ -92,6 +93,7 @@ def test_one_step_packed_equals_one_step_unpacked_with_accumulation(
     packs = watch.extras["train"]["packs"]
     assert 2 <= packs < 12  # rows really were packed, several per sequence, over several micro-batches
     assert watch.extras["attention"] == attention
+    assert watch.attention_after == "sdpa"  # per_row is for training only
     assert watch.state.global_step == 1 and unpacked.state.global_step == 1
     assert watch.state.epoch == pytest.approx(1.0)  # the one step saw every row, as the unpacked step did
     assert first_loss(tmp_path / "packed") == pytest.approx(first_loss(unpacked_dir), abs=1e-5)
@@ -136,7 +138,9 @@ def test_ft_run_reports_packing_and_trains_and_evaluates_packed(tiny_model_dir, 
     log = (tmp_path / "packed" / "ft.log").read_text()
     assert "packing (train): 56 rows -> " in log and "efficiency 0.9" in log and "optimizer steps per epoch" in log
     assert "packing (eval): 8 rows -> " in log
-    assert "rows kept apart by restarting position_ids (sdpa attention" in log
+    assert "packing: attention=per_row (sdpa on each row's slice of a pack; model attention sdpa)" in log
+    config = json.loads((tmp_path / "packed" / "model" / "config.json").read_text())
+    assert "multipack" not in json.dumps(config)  # the saved model carries no trace of the training-only attention
     records = [json.loads(line) for line in (tmp_path / "packed" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < losses[0]

@@ -101,9 +101,9 @@ def train_config(model: Path, rows: Path, out: Path, *, batch: int, steps: int, 
                  logging_steps: int, precision: str) -> dict[str, Any]:
     """An Axolotl config for the same full fine-tune ft runs: Alpaca rows, no packing, AdamW (torch),
     cosine schedule without warm-up, fp32 (or bf16), no evaluation, no mid-run checkpoints (the final
-model is saved, as ft saves it), and the
-    benchmark's step timer as an Axolotl plugin. Its LoRA Triton kernels are switched off (no Triton
-    on CPU; a full fine-tune has no LoRA anyway)."""
+    model is saved, as ft saves it), rows kept in file order as ft's ``data.shuffle=false`` keeps them
+    (the trainer's seeded sampler shuffles in both), and the benchmark's step timer as an Axolotl plugin. Its LoRA Triton kernels
+    are switched off (no Triton on CPU; a full fine-tune has no LoRA anyway)."""
     return {
         "base_model": str(model),
         "tokenizer_type": "AutoTokenizer",
@@ -135,6 +135,7 @@ model is saved, as ft saves it), and the
         "save_strategy": "no",
         "save_only_model": False,
         "seed": 42,
+        "shuffle_merged_datasets": False,  # file order, as ft's data.shuffle=false; the sampler shuffles
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": precision == "bf16",
         "lora_mlp_kernel": False,

@@ -57,6 +57,15 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                              "times swing several-fold, one thread a side does not)")
 
 
+def require_device(device: str) -> None:
+    """Refuse ``--device cuda`` without a visible GPU: the runs would silently train on the CPU."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is visible to torch on this machine")
+
+
 def child_env(device: str = "cpu", threads: int | None = None, **extra: str) -> dict[str, str]:
     """The environment every side runs with: offline, quiet, same threads, same device."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

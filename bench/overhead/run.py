@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench._harness import (REPO, add_common_args, add_device_args, child_env, interleave, load_average, mean_step,  # noqa: E402
-                            print_table, record, run_timed, summarize, versions)
+from bench._harness import (REPO, add_common_args, add_device_args, child_env, interleave, load_average,  # noqa: E402
+                            mean_step, print_table, record, require_device, run_timed, summarize, versions)
 
 TARGET = 1.03
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat, args.warmup, args.steps, args.warmup_steps, args.no_record = 1, 0, 1, 0, True
     args.total_steps = args.steps + args.warmup_steps + 1  # the first step has no interval before it
     precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
+    require_device(args.device)
 
     from bench._harness.workload import build_model, parameter_count, write_gsm8k_alpaca
 

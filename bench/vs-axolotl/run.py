@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench._harness import (add_common_args, add_device_args, child_env, interleave, load_average, mean_step,  # noqa: E402
-                            print_table, record, summarize, versions)
+                            print_table, record, require_device, summarize, versions)
 from bench._harness.axolotl import add_axolotl_args, ensure_venv, print_plan_and_exit  # noqa: E402
 
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.repeat, args.warmup, args.steps, args.warmup_steps, args.no_record = 1, 0, 3, 0, True
     precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
+    require_device(args.device)
 
     from bench._harness.sides import run_axolotl, run_ft
     from bench._harness.workload import build_model, parameter_count, write_gsm8k_alpaca

@@ -325,6 +325,11 @@ def record(benchmark: str, args: argparse.Namespace, config: dict[str, Any], sum
         **(extra or {}),
     }
     print("\n" + "\n".join(f"  {label}: {value}" for label, value in headline))
+    m = entry["machine"]
+    print(f"  machine: {m['cores']} cores ({m['cpu']}), {m.get('memory_gib', '?')} GiB, {m['os']}, device {m['device']}"
+          + (f" ({m['gpu']})" if m.get("gpu") else ""))
+    print("  versions: " + "; ".join(f"{side}: " + ", ".join(f"{k} {v}" for k, v in found.items())
+                                     for side, found in versions_by_side.items()))
     print(f"  load average before {load_before}, after {entry['load_avg']['after']}")
     if args.no_record:
         print("  (not recorded: --no-record)")

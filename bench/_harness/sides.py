@@ -21,10 +21,10 @@ LR = 2e-5
 
 
 def ft_train_command(model: Path, rows: Path, *, batch: int, steps: int, sequence_len: int, logging_steps: int,
-                     precision: str, extra: tuple[str, ...] = ()) -> list[str]:
+                     precision: str, load_bf16: bool = True, extra: tuple[str, ...] = ()) -> list[str]:
     """``ft run`` on Alpaca rows in file order (the trainer's sampler shuffles, as everywhere). With
-    bf16 the weights are loaded in bf16, as Axolotl's ``bf16: true`` loads them."""
-    dtype = ["model.dtype=bfloat16"] if precision == "bf16" else []
+    bf16 and ``load_bf16`` the weights are loaded in bf16, as Axolotl's ``bf16: true`` loads them."""
+    dtype = ["model.dtype=bfloat16"] if precision == "bf16" and load_bf16 else []
     return [sys.executable, "-m", "bench._harness.ft_launch", "run", "data=alpaca", f"data.path={rows}",
             "data.shuffle=false", f"data.sequence_len={sequence_len}", f"model.name_or_path={model}", *dtype,
             f"trainer.micro_batch_size={batch}", f"trainer.max_steps={steps}", f"trainer.logging_steps={logging_steps}",

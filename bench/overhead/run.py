@@ -23,21 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._harness import (REPO, add_common_args, add_device_args, child_env, interleave, load_average,  # noqa: E402
                             mean_step, print_table, record, require_device, run_timed, summarize, versions)
 
+from bench._harness.sides import LR  # noqa: E402
+
 TARGET = 1.03
 
 
 def ft_command(model: Path, rows: Path, root: Path, args: argparse.Namespace, precision: str) -> list[str]:
-    return [sys.executable, "-m", "bench._harness.ft_launch", "run", "data=alpaca", f"data.path={rows}",
-            "data.shuffle=false", f"data.sequence_len={args.sequence_len}", f"model.name_or_path={model}",
-            f"trainer.micro_batch_size={args.batch}", f"trainer.max_steps={args.total_steps}",
-            f"trainer.logging_steps={args.logging_steps}", f"trainer.save_steps={args.total_steps + 1}",
-            f"trainer.precision={precision}", "optim.lr=2e-5", "optim.warmup_steps=0", "seed=42",
-            f"run.root={root}", "run.save_final_model=false", "run.plot=false"]
+    """``ft run`` on the same rows; no checkpoint, final model or plot (the baseline makes none)."""
+    from bench._harness.sides import ft_train_command
+
+    return ft_train_command(model, rows, batch=args.batch, steps=args.total_steps, sequence_len=args.sequence_len,
+                            logging_steps=args.logging_steps, precision=precision, load_bf16=False,
+                            extra=(f"trainer.save_steps={args.total_steps + 1}", f"run.root={root}",
+                                   "run.save_final_model=false", "run.plot=false"))
 
 
 def hf_command(model: Path, rows: Path, args: argparse.Namespace, precision: str) -> list[str]:
     return [sys.executable, "-m", "bench._harness.hf_sft", "--model", str(model), "--rows", str(rows),
-            "--batch", str(args.batch), "--steps", str(args.total_steps), "--lr", "2e-5",
+            "--batch", str(args.batch), "--steps", str(args.total_steps), "--lr", str(LR),
             "--sequence-len", str(args.sequence_len), "--logging-steps", str(args.logging_steps),
             "--precision", precision, "--seed", "42"]
 

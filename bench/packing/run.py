@@ -288,7 +288,8 @@ def ft_command(arm: str, model: Path, datasets: list[dict[str, Any]], root: Path
                f"trainer.precision={precision}", "optim.lr=2e-5", "optim.warmup_steps=0", "seed=42",
                f"run.root={root}", "run.save_final_model=false", "run.plot=false"]
     if arm == "packed":
-        return command + ["+packing=multipack", "trainer.micro_batch_size=1"]
+        return command + ["+packing=multipack", "trainer.micro_batch_size=1",
+                          f"packing.attention={args.packed_attention}"]
     return command + [f"trainer.micro_batch_size={padded_batch}"]
 
 
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per run (default 8)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="steps run first in each process, not timed (default 2)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")
+    parser.add_argument("--packed-attention", choices=("auto", "per_row", "position_ids", "block_mask"), default="auto",
+                        help="packing.attention for the packed arm (default auto: per_row for sdpa models)")
     parser.add_argument("--smoke", action="store_true",
                         help="a start-up check: 100 rows per source, capacity 2048, one seed, no Axolotl, packs of 512, "
                              "one timed step per arm, not recorded")

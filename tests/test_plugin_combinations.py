@@ -30,7 +30,7 @@ def test_packing_with_an_adapter_trains_only_the_adapter_on_packed_batches(tiny_
                    f"+adapter={adapter}", "+packing=multipack", "trainer.micro_batch_size=2", "trainer.max_steps=2",
                    "trainer.logging_steps=1", "run.plot=false"], tmp_path / "run", watch)
     assert watch.step == 2 and math.isfinite(watch.loss)
-    assert watch.packing["attention"] == "position_ids"
+    assert watch.packing["attention"] == "per_row"  # set on the base model under the PEFT wrapper
     assert watch.packing["train"]["rows_per_pack"] > 2  # 40 short chats really share sequences
     assert watch.trainable and all("lora_" in name for name in watch.trainable)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["choices"]["packing"] == "multipack"

@@ -33,7 +33,9 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 #: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
 SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
-DEFAULT_AXOLOTL_VENV = Path(os.environ.get("AXOLOTL_VENV", "/tmp/axolotl-venv"))
+#: Where the Axolotl comparisons find (or create) Axolotl's own venv: AXOLOTL_VENV, else the bench cache.
+DEFAULT_AXOLOTL_VENV = Path(os.environ.get(
+    "AXOLOTL_VENV", Path(os.environ.get("FT_BENCH_CACHE", Path.home() / ".cache" / "ft-bench")) / "axolotl-venv"))
 
 
 # -- command-line options every benchmark shares ---------------------------------------------------

@@ -3,7 +3,7 @@
 Axolotl lives in its own virtual environment, never in ft's (its pins differ; its licence keeps its
 code out of ft): the benchmarks only run its ``axolotl`` command. The venv is named by
 ``--axolotl-python PATH`` or ``AXOLOTL_PYTHON`` (as in bench/preprocess), else ``--axolotl-venv DIR``
-(default ``AXOLOTL_VENV`` or /tmp/axolotl-venv). When it does not exist the benchmark creates it:
+(default ``AXOLOTL_VENV``, else ``axolotl-venv`` in the bench cache, ``FT_BENCH_CACHE`` or ~/.cache/ft-bench). When it does not exist the benchmark creates it:
 ``python -m venv``, ``pip install torch==2.13.0`` first (the CPU build here), then
 ``axolotl==0.19.0`` with a constraints file that keeps that torch.
 """

@@ -252,6 +252,9 @@ def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schema
         option = _selected_option(top, overrides or [])
         schema = schemas.get(f"{top}/{option}") or schemas.get(top)
         known = {f.name for f in dataclasses.fields(schema)} if schema else set()
+        if leaf in known and key.count(".") == 1:
+            return (f"'{key}' is a valid key that the selected {top}={option} config does not set, so Hydra needs "
+                    f"it added: write +{key}=... instead of {key}=...")
         hint = did_you_mean(leaf, known)
         return f"unknown config key '{key}'{hint}" + (f"; valid keys under '{top}': {', '.join(sorted(known))}" if known else "")
     return f"invalid config: {text}"

@@ -30,6 +30,8 @@ from ft.testing import run_ft
         ("model.name_or_path=/no/such/model", "model.name_or_path='/no/such/model': no such folder"),
         ("model.name_or_path=someorg/not-in-cache", "not a local folder and not in the Hugging Face cache"),
         ("model.name_or_path=builtin:nope", "unknown builtin model"),
+        ("data.datasets=[]", "'data.datasets' is a valid key that the selected data=default_task config does not set, "
+                             "so Hydra needs it added: write +data.datasets=... instead of data.datasets=..."),
     ],
 )
 def test_bad_config_is_one_line_exit_2_no_traceback(override, expected):

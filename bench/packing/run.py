@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-steps", type=int, default=2, help="steps run first in each process, not timed (default 2)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")
     parser.add_argument("--packed-attention", choices=("auto", "per_row", "position_ids", "block_mask"), default="auto",
-                        help="packing.attention for the packed arm (default auto: per_row for sdpa models)")
+                        help="packing.attention for the packed arm (default auto: per_row for sdpa models on CPU)")
     parser.add_argument("--smoke", action="store_true",
                         help="a start-up check: 100 rows per source, capacity 2048, one seed, no Axolotl, packs of 512, "
                              "one timed step per arm, not recorded")

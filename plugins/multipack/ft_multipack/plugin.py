@@ -58,12 +58,17 @@ MODE_DESCRIPTIONS = {
 }
 
 
-def candidate_modes(wanted: str, implementation: str) -> list[str]:
-    """The ``packing.attention`` modes to try, best first, for the model's attention implementation."""
+def candidate_modes(wanted: str, implementation: str, on_cpu: bool = True) -> list[str]:
+    """The ``packing.attention`` modes to try, best first, for the model's attention implementation.
+
+    ``per_row`` is preferred only on the CPU, where it was measured (1.67x against 1.42x trained
+    tokens/s over padding with a block-diagonal mask); on a GPU its per-row kernel launches and
+    host syncs are unmeasured, so ``auto`` keeps transformers' own masking there.
+    """
     if wanted != "auto":
         return [wanted]
     if implementation == "sdpa":
-        return ["per_row", "position_ids", "block_mask"]
+        return ["per_row", "position_ids", "block_mask"] if on_cpu else ["position_ids", "block_mask"]
     if implementation == "eager":
         return ["position_ids", "block_mask"]
     return ["position_ids"]
@@ -86,7 +91,8 @@ def collator(ctx: Any) -> Any:
         raise ConfigError(f"packing.attention=per_row runs sdpa row by row, but the model uses {implementation} "
                           "attention; set model.attn_implementation=sdpa or packing.attention=auto")
     gaps: dict[str, float] = {}
-    for mode in candidate_modes(wanted, implementation):
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    for mode in candidate_modes(wanted, implementation, on_cpu):
         if mode == "per_row":
             use_attention(model, PER_ROW)
         built = PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",

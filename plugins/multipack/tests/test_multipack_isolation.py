@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ft_multipack.attention import PER_ROW, use_attention
 from ft_multipack.collator import PackedCollator
-from ft_multipack.plugin import isolation_gap
+from ft_multipack.plugin import candidate_modes, isolation_gap
 
 IGNORE = -100
 
@@ -133,3 +133,11 @@ def test_per_row_attention_outside_packed_batches_is_plain_sdpa():
                                    reference(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=1e-6)
     use_attention(per_row, "sdpa")
     assert per_row.config._attn_implementation == "sdpa"
+
+
+def test_auto_tries_the_fastest_isolating_mode_first():
+    assert candidate_modes("auto", "sdpa", on_cpu=True) == ["per_row", "position_ids", "block_mask"]
+    assert candidate_modes("auto", "sdpa", on_cpu=False) == ["position_ids", "block_mask"]
+    assert candidate_modes("auto", "eager") == ["position_ids", "block_mask"]
+    assert candidate_modes("auto", "flash_attention_2", on_cpu=False) == ["position_ids"]
+    assert candidate_modes("block_mask", "sdpa") == ["block_mask"]

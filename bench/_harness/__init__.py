@@ -59,6 +59,17 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                              "times swing several-fold, one thread a side does not)")
 
 
+def add_workload_args(parser: argparse.ArgumentParser, steps: int, steps_help: str, warmup_steps_help: str) -> None:
+    """The training workload both framework comparisons share: model, steps, batch, length, precision."""
+    parser.add_argument("--model-config", default="tiny", help="tiny (default), smollm2-135m, llama-1b (GPU)")
+    parser.add_argument("--steps", type=int, default=steps, help=f"{steps_help} (default {steps})")
+    parser.add_argument("--warmup-steps", type=int, default=5, help=f"{warmup_steps_help} (default 5)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--sequence-len", type=int, default=1024)
+    parser.add_argument("--logging-steps", type=int, default=5)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")
+
+
 def require_device(device: str) -> None:
     """Refuse ``--device cuda`` without a visible GPU: the runs would silently train on the CPU."""
     if device == "cuda":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench._harness import (REPO, add_common_args, add_device_args, child_env, interleave, load_average,  # noqa: E402
+from bench._harness import (REPO, add_common_args, add_device_args, add_workload_args, child_env, interleave, load_average,  # noqa: E402
                             mean_step, print_table, record, require_device, run_timed, summarize, versions)
 
 from bench._harness.sides import LR  # noqa: E402
@@ -70,13 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, repeat=3, warmup=1)
     add_device_args(parser)
-    parser.add_argument("--model-config", default="tiny", help="tiny (default), smollm2-135m, llama-1b (GPU)")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per run (default 50)")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="steps run first in each process and not timed (default 5)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--sequence-len", type=int, default=1024)
-    parser.add_argument("--logging-steps", type=int, default=5)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")
+    add_workload_args(parser, steps=50, steps_help="timed steps per run",
+                      warmup_steps_help="steps run first in each process and not timed")
     parser.add_argument("--smoke", action="store_true", help="one round of 2 steps per side, not recorded (a start-up check)")
     args = parser.parse_args(argv)
     if args.smoke:

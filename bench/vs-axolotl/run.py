@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench._harness import (add_common_args, add_device_args, child_env, interleave, load_average, mean_step,  # noqa: E402
+from bench._harness import (add_common_args, add_device_args, add_workload_args, child_env, interleave, load_average, mean_step,  # noqa: E402
                             print_table, record, require_device, summarize, versions)
 from bench._harness.axolotl import add_axolotl_args, ensure_venv, print_plan_and_exit  # noqa: E402
 
@@ -34,13 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, repeat=2, warmup=1)
     add_device_args(parser)
     add_axolotl_args(parser)
-    parser.add_argument("--model-config", default="tiny", help="tiny (default), smollm2-135m, llama-1b (GPU)")
-    parser.add_argument("--steps", type=int, default=40, help="training steps (one epoch of steps x batch rows; default 40)")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="steps not counted in steps/s (default 5)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--sequence-len", type=int, default=1024)
-    parser.add_argument("--logging-steps", type=int, default=5)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on cpu, bf16 on cuda")
+    add_workload_args(parser, steps=40, steps_help="training steps (one epoch of steps x batch rows)",
+                      warmup_steps_help="steps not counted in steps/s")
     parser.add_argument("--smoke", action="store_true",
                         help="ft's side only, 3 steps, not recorded (a start-up check that needs no Axolotl)")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """ft: a plugin-first framework for fine-tuning large language models.
 
-Plugin authors need only two names from here: :data:`hookimpl` to mark hook implementations and
-:class:`PluginInfo` to declare what a plugin provides, requires and conflicts with.
+Plugin authors import from :mod:`ft.api` (hooks, declarations, errors, context types, helpers);
+the hook contract is :mod:`ft.hookspecs`. ``ft.hookimpl`` and ``ft.PluginInfo`` stay here as well.
 """
 
 from __future__ import annotations

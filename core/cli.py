@@ -65,17 +65,23 @@ def split_p_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, rest
 
 
-def plugin_commands(p_flags: list[str]) -> dict[str, Command]:
-    """Subcommands contributed by every installed plugin."""
-    from ft.plugins import discover, make_plugin_manager
+def plugin_commands(p_flags: list[str], strict: bool = True) -> dict[str, Command]:
+    """Subcommands contributed by every installed plugin. Not ``strict`` (``ft --help``): a broken
+    plugin is skipped with a warning line instead of stopping the command."""
+    from ft.plugins import discover, make_plugin_manager, merge_contributions
 
-    pm = make_plugin_manager(discover(p_flags))
-    commands: dict[str, Command] = {}
-    for contribution in pm.hook.cli_commands():
-        for command in contribution or []:
-            if command.name in commands or command.name in BUILTIN_COMMANDS:
-                raise PluginError(f"two plugins (or a plugin and ft) define the command 'ft {command.name}'")
-            commands[command.name] = command
+    found = discover(p_flags)
+    if strict:
+        found.raise_if_broken()
+    for plugin in found.broken:
+        print(f"ft: warning: {plugin.error}", file=sys.stderr)
+    pm = make_plugin_manager([p for p in found.plugins if not p.error])
+    commands = merge_contributions(
+        [{c.name: c for c in contribution or []} for contribution in pm.hook.cli_commands()],
+        "cli_commands", same=lambda a, b: a is b)
+    clash = sorted(set(commands) & BUILTIN_COMMANDS)
+    if clash:
+        raise PluginError(f"a plugin defines the command 'ft {clash[0]}', which is ft's own")
     return commands
 
 
@@ -99,7 +105,7 @@ def cmd_config_show(p_flags: list[str], overrides: list[str]) -> int:
 
     _reject_flags(overrides)
     _, jobs = validate_all(Session(p_flags), overrides, multirun=False)
-    container = redact(OmegaConf.to_container(jobs[0].cfg, resolve=True))
+    container = redact(jobs[0].container)
     print("# selected: " + ", ".join(f"{k}={v}" for k, v in jobs[0].choices.items() if v))
     print(OmegaConf.to_yaml(OmegaConf.create(container)), end="")
     return 0
@@ -115,18 +121,23 @@ def plugin_listing(p_flags: list[str]) -> list[dict[str, Any]]:
     """What ``ft plugins`` shows, as data (the docs' compatibility matrix is generated from it)."""
     from ft.plugins import discover, hook_names
 
+    found = discover(p_flags)
     listing = []
-    for plugin in discover(p_flags):
+    for plugin in [*found.plugins, *found.disabled]:
         info = plugin.info
         listing.append({
             "name": plugin.name,
             "distribution": plugin.distribution,
             "version": plugin.version,
             "builtin": plugin.builtin,
+            "status": "broken" if plugin.error else "disabled" if plugin.disabled else "ok",
+            "error": plugin.error,
             "description": info.description,
             "hooks": hook_names(plugin.module),
             "options": [f"{g}={o}" for g, names in sorted(plugin.options.items()) for o in names],
             "capabilities": list(info.capabilities),
+            "traits": {k: list(v) for k, v in info.traits.items()},
+            "requires_traits": list(info.requires_traits),
             "requires": list(info.requires),
             "conflicts": list(info.conflicts),
             "always_active": info.always_active,
@@ -135,20 +146,31 @@ def plugin_listing(p_flags: list[str]) -> list[dict[str, Any]]:
 
 
 def cmd_plugins(p_flags: list[str], args: list[str]) -> int:
+    """List installed plugins; exit 2 when one is broken (its problem is shown in its entry)."""
     listing = plugin_listing(p_flags)
+    broken = [e for e in listing if e["status"] == "broken"]
     if "--json" in args:
         print(json.dumps(listing, indent=2))
-        return 0
+        return EXIT_USER_ERROR if broken else 0
     for entry in listing:
         origin = "builtin" if entry["builtin"] else entry["distribution"]
-        print(f"{entry['name']} {entry['version']} ({origin}){' - ' + entry['description'] if entry['description'] else ''}")
+        status = "" if entry["status"] == "ok" else f" [{entry['status'].upper()}]"
+        print(f"{entry['name']} {entry['version']} ({origin}){status}"
+              f"{' - ' + entry['description'] if entry['description'] else ''}")
+        if entry["error"]:
+            print(f"  error:        {entry['error']}")
         print(f"  hooks:        {', '.join(entry['hooks']) or '-'}")
         print(f"  options:      {', '.join(entry['options']) or '-'}")
         if entry["always_active"]:
             print("  active:       always")
-        for key in ("capabilities", "requires", "conflicts"):
-            print(f"  {key + ':':<13} {', '.join(entry[key]) or '-'}")
-    return 0
+        for key in ("capabilities", "requires", "conflicts", "requires_traits"):
+            if entry[key] or key != "requires_traits":
+                print(f"  {key + ':':<13} {', '.join(entry[key]) or '-'}")
+        for ref, traits in entry["traits"].items():
+            print(f"  traits:       {ref}: {', '.join(traits)}")
+    if broken:
+        print(f"ft: error: {broken[0]['error']}", file=sys.stderr)
+    return EXIT_USER_ERROR if broken else 0
 
 
 BUILTIN_COMMANDS = {"run", "validate", "config", "plugins"}
@@ -157,7 +179,7 @@ BUILTIN_COMMANDS = {"run", "validate", "config", "plugins"}
 def _main(argv: list[str]) -> int:
     p_flags, rest = split_p_flags(argv)
     if not rest or rest[0] in ("-h", "--help", "help"):
-        extra = "".join(f"  {c.name:<25} {c.help}\n" for c in plugin_commands(p_flags).values())
+        extra = "".join(f"  {c.name:<25} {c.help}\n" for c in plugin_commands(p_flags, strict=False).values())
         print(USAGE.format(extra=extra), end="")
         return 0
     command, args = rest[0], rest[1:]
@@ -206,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; user mistakes become one line on stderr and exit code 2."""
     import logging
 
+    logging.getLogger("bitsandbytes.cextension").setLevel(logging.ERROR)
     # bitsandbytes (imported by transformers when installed) warns on every import that it cannot
     # fetch an optional CPU kernel from the hub; ft never downloads at run time, so keep it quiet.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -22,9 +22,10 @@ _SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|access_key)", r
 
 @dataclass
 class Composed:
-    """A composed, resolved and validated config."""
+    """A composed, resolved and validated config: typed for hooks, plain for records."""
 
-    cfg: Any  # DictConfig without the hydra node
+    cfg: Any  # ft.schema.FtConfig: one schema dataclass instance per section
+    container: dict[str, Any]  # the resolved config as plain data (config.yaml, ft config show)
     choices: dict[str, str | None]
     overrides: list[str]
 
@@ -53,6 +54,7 @@ def _primary_default_groups() -> set[str]:
     for entry in data.get("defaults", []):
         if isinstance(entry, dict):
             for key in entry:
+                key = key.removeprefix("optional ")
                 if not key.startswith("override ") and "/" not in key:
                     groups.add(key)
     return groups
@@ -83,15 +85,24 @@ def _catalog() -> dict[str, str]:
     return (yaml.safe_load(path.read_text()) or {}).get("options", {})
 
 
-def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin]) -> list[str]:
+def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
+                        disabled: list[LoadedPlugin] | None = None) -> list[str]:
     """Make ``+group=option`` and ``group=option`` both work, and check group options exist.
 
     Hydra accepts only one of the two forms, depending on whether the group is in the primary
-    defaults list. Raises :class:`ConfigError` for an unknown option, naming the distribution to
-    install when ft knows which one provides it.
+    defaults list. ``experiment=null`` becomes ``~experiment`` (the default experiment is chosen by
+    interpolation, which ``null`` cannot override). Raises :class:`ConfigError` for an unknown option,
+    naming the plugin that is installed but disabled, or the distribution to install.
     """
     defaults_groups = _primary_default_groups()
     options = available_options(plugins)
+    disabled_options: dict[str, dict[str, str]] = {}
+    for plugin in disabled or []:
+        for group, names in plugin.options.items():
+            for name in names:
+                disabled_options.setdefault(group, {})[name] = plugin.name
+                if plugin.builtin:  # the kernel's conf/ lists a disabled builtin's options: drop them
+                    options.get(group, {}).pop(name, None)
     catalog = _catalog()
     result: list[str] = []
     for override in overrides:
@@ -103,6 +114,8 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin]) -> li
         rest = match.group("rest")
         value = rest.split("=", 1)[1]
         is_group = group in options or group in defaults_groups
+        if not is_group and group in disabled_options:
+            _check_option(group, value, options, catalog, disabled_options)
         if not is_group:
             if prefix in ("+", "++") and _looks_like_option(value):
                 known = sorted(set(options) | defaults_groups)
@@ -115,8 +128,11 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin]) -> li
         if prefix == "~":
             result.append(override)
             continue
+        if group == "experiment" and value in ("null", "None"):
+            result.append("~experiment")
+            continue
         for choice in _sweep_values(value):
-            _check_option(group, choice, options, catalog)
+            _check_option(group, choice, options, catalog, disabled_options)
         if group in defaults_groups:
             result.append(f"{group}{rest}")
         else:
@@ -135,11 +151,17 @@ def _sweep_values(value: str) -> list[str]:
     return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
 
 
-def _check_option(group: str, option: str, options: dict[str, dict[str, str]], catalog: dict[str, str]) -> None:
+def _check_option(group: str, option: str, options: dict[str, dict[str, str]], catalog: dict[str, str],
+                  disabled: dict[str, dict[str, str]] | None = None) -> None:
     if option in ("null", "None"):
         return
     if option in options.get(group, {}):
         return
+    owner = (disabled or {}).get(group, {}).get(option)
+    if owner:
+        raise ConfigError(
+            f"{group}={option} is provided by the plugin '{owner}', which is installed but disabled "
+            f"(-p no:{owner}, FT_PLUGINS or FT_DISABLE_PLUGIN_AUTOLOAD); enable it with -p {owner}")
     ref = f"{group}/{option}"
     if ref in catalog:
         dist = catalog[ref]
@@ -176,8 +198,9 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type] | None = None) -> Composed:
-    """Compose and resolve the config for these (already normalised) overrides, then validate it."""
+def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type] | None = None,
+            registries: dict[str, set[str]] | None = None) -> Composed:
+    """Compose (once) and resolve the config for these normalised overrides, then validate it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -192,20 +215,24 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
         raise ConfigError(_explain_hydra_error(exc, plugins, schemas or {}, overrides)) from exc
     finally:
         GlobalHydra.instance().clear()
-    choices = {
-        k: (None if v in (None, "null") else str(v))
-        for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
-        if not k.startswith("hydra/")
-    }
-    return finish(cfg, choices, overrides, plugins, schemas)
+    options = available_options(plugins)
+    choices: dict[str, str | None] = {}
+    for group, value in OmegaConf.to_container(cfg.hydra.runtime.choices).items():
+        if group.startswith("hydra/"):
+            continue
+        value = None if value in (None, "null") else str(value)
+        if group == "experiment" and value not in options.get("experiment", {}):
+            value = None  # the optional per-data preset (experiment: ${data}) that does not exist
+        choices[group] = value
+    return finish(cfg, choices, overrides, plugins, schemas, registries)
 
 
 def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugins: list[LoadedPlugin],
-           schemas: dict[str, type] | None) -> Composed:
-    """Drop the hydra node, resolve interpolations and validate against the schemas."""
+           schemas: dict[str, type] | None, registries: dict[str, set[str]] | None = None) -> Composed:
+    """Drop the hydra node, resolve interpolations, validate against the schemas and type the result."""
     from omegaconf import OmegaConf
 
-    from ft.schema import validate_config
+    from ft.schema import build_typed, validate_config
 
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     try:
@@ -213,9 +240,8 @@ def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugi
     except Exception as exc:  # noqa: BLE001 - a bad interpolation is a config error
         raise ConfigError(f"cannot resolve the config: {_one_line(exc)}") from exc
     groups = set(available_options(plugins)) | _primary_default_groups()
-    validate_config(container, choices, schemas or {}, groups)
-    resolved = OmegaConf.create(container)
-    return Composed(resolved, choices, overrides)
+    validate_config(container, choices, schemas or {}, groups, registries)
+    return Composed(build_typed(container, choices, schemas or {}), container, choices, overrides)
 
 
 def _selected_option(group: str, overrides: list[str]) -> str | None:

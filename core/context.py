@@ -1,7 +1,8 @@
-"""The state of one run, handed to every lifecycle hook as ``ctx``."""
+"""The state of one run, handed to every lifecycle hook as ``ctx``, and the data types hooks exchange."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,52 @@ class Batching:
 
 
 @dataclass
+class LossResult:
+    """What the ``loss`` hook returns: the scalar loss, the model outputs if asked for, and named parts.
+
+    ``parts`` (``{"ce": tensor, "kd": tensor}``) are logged by the trainer as ``loss/<name>``, averaged
+    over the logging interval; they are for reading, the optimiser only sees ``loss``.
+    """
+
+    loss: Any
+    outputs: Any = None
+    parts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossCall:
+    """One ``loss`` hook call (see ``ft.hookspecs.loss`` for what each field means exactly)."""
+
+    model: Any
+    inputs: dict[str, Any]
+    num_items_in_batch: Any
+    training: bool
+    return_outputs: bool
+    #: Computes the method's own loss for this batch (the trainer's ``compute_loss``).
+    method_loss: Callable[[], LossResult]
+
+
+@dataclass
 class RunContext:
     """Everything a run has built so far; hooks read it and set the attribute their stage owns."""
 
+    #: The typed, validated config: one dataclass instance per section (``cfg.optim.lr`` is a float).
     cfg: Any
     choices: dict[str, str | None]
     run_dir: Path
     pm: Any
+    #: Traits of the selected options, ``{"method/sft": ("packable", "token_loss")}``.
+    traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
     tokenizer: Any = None
     datasets: DatasetBundle | None = None
+    #: The merged ``training_args`` keywords, and the arguments object built from them before the model.
+    training_args: dict[str, Any] = field(default_factory=dict)
+    args: Any = None
     model: Any = None
     reference_model: Any = None
-    training_args: dict[str, Any] = field(default_factory=dict)
     data_collator: Any = None
     #: Plugin-built batching per split (``"train"``, ``"eval"``); absent: the trainer's own sampler.
     batching: dict[str, Batching] = field(default_factory=dict)
@@ -53,8 +88,18 @@ class RunContext:
     train_output: Any = None
     #: Free-form space for plugins, keyed by plugin name, so plugins need not invent attributes.
     extras: dict[str, Any] = field(default_factory=dict)
-    #: Lines the kernel prints in the final run summary (plugins may append).
+    #: Lines the kernel prints (rank 0) in the final run summary (plugins may append).
     report_lines: list[str] = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the rank that owns the run folder, logs, plots and the final model."""
+        return self.rank == 0
+
+    @property
+    def method_traits(self) -> tuple[str, ...]:
+        """The selected method's traits (``ft.hookspecs.METHOD_TRAITS``)."""
+        return self.traits.get(f"method/{self.choices.get('method')}", ())
 
     @property
     def metrics_path(self) -> Path:

@@ -1,44 +1,53 @@
-"""The ft hook contract: every hook a plugin may implement, and how results combine.
+"""The ft hook contract: every hook a plugin may implement, when it runs, and how results combine.
 
-This module is the single contract between the kernel and plugins. A plugin is a Python module that
-carries a ``FT_PLUGIN`` declaration (see :class:`ft.plugins.PluginInfo`) and functions decorated with
-``@ft.hookimpl`` whose names match the specs below. ``pm.check_pending()`` rejects an implementation
-that has no spec here, and a test rejects a spec without a docstring.
+This module is the single contract between the kernel and plugins (docs/plugins.md explains each hook
+with an example). A plugin is a module with an ``FT_PLUGIN = ft.api.PluginInfo(...)`` declaration and
+functions marked ``@ft.api.hookimpl`` whose names match the specs below; an implementation without a
+spec is a load error (with a "did you mean"), and a test rejects a spec without a docstring.
 
-Lifecycle of ``ft run`` (each step names the hooks it calls)::
+Lifecycle of ``ft run`` (rank-aware: every rank runs it; rank 0 alone writes the run folder)::
 
-    compose config (Hydra)                          config_schemas, validate_config
-    load tokenizer                                  load_tokenizer
-    load + format data                              dataset_formats, prepare_dataset
-    pre_model_load -> load model                    pre_model_load, load_model
-    post_model_load (adapters wrap here)            post_model_load
-    reference / teacher model                       load_reference_model
-    build trainer                                   training_args, collator, batch_sampler,
-                                                    callbacks, create_trainer
-    post_trainer_create                             post_trainer_create
-    train (loss inside compute_loss)                run_training, loss, optimizer, lr_scheduler
-    post_train -> save                              post_train, save_model, post_save
+    compose config once (Hydra) -> validate          config_schemas, validate_config, dataset_formats
+    load tokenizer                                   load_tokenizer
+    load + format data                               prepare_dataset
+    training arguments (before the model: ZeRO-3)    training_args, training_args_class
+    model, in named phases, in this order:
+      patch   pre_model_load                         library patches, from_pretrained kwargs
+      load    load_model                             the model (quantised, sharded at load...)
+      prepare prepare_model                          k-bit preparation, casts, checkpointing
+      adapt   adapt_model                            adapters wrap it (LoRA)
+      shard   shard_model                            distributed wrapping the trainer does not do
+      ready   post_model_load                        observe only: the model is final
+    frozen auxiliary models, on a method's demand    load_reference_model
+    build trainer                                    collator, batch_sampler, callbacks, create_trainer
+    post_trainer_create
+    train                                            run_training; per batch: process_batch, loss;
+                                                     optimizer, lr_scheduler
+    post_train -> save (rank 0 writes) -> post_save  post_train, save_model, post_save
 
 How results combine, using pluggy's semantics on purpose:
 
-* ``firstresult`` hooks answer "who builds X" (the trainer, the loss, the optimizer, the collator). The
-  first non-``None`` result wins; the kernel's builtin implementations are registered ``trylast`` so
-  they are the fallback. Two *active* plugins that both declare the same capability in
-  ``FT_PLUGIN.capabilities`` is a config error before anything loads, never a silent winner.
-* collected hooks (the default) return a list with one result per implementation: contributions such
-  as callbacks, training-argument fragments, dataset formats, CLI subcommands.
-* ``wrapper=True`` implementations may wrap any hook, for example ``run_training`` to profile it.
+* ``firstresult`` hooks answer "who builds X". Each maps to a capability (:data:`CAPABILITIES`): a
+  plugin implementing one must declare that capability in ``FT_PLUGIN.capabilities`` (a load error
+  otherwise), and two active plugins with the same capability is a config error before anything
+  loads. The kernel's builtin implementations are ``trylast`` fallbacks and claim nothing.
+* collected hooks (the default) call every implementation: contributions (callbacks, training-argument
+  fragments, formats) or in-place steps (the model phases, ``process_batch``), in pluggy order
+  (``tryfirst``/``trylast`` to order within a phase).
+* ``@hookimpl(wrapper=True)`` implementations wrap any hook (``result = yield``); they claim no
+  capability. The ``loss`` hook is built on this: the method's loss is the innermost call, a loss
+  kernel may replace it, and wrappers add their terms around it.
 
-Only *active* plugins are registered while a run executes: a plugin (builtin or installed) is active
-when it declares ``always_active=True`` or when the config selects one of the options it provides
-(``adapter=lora`` activates the plugin that provides ``adapter/lora``), plus every plugin an active
-one ``requires``. An installed plugin that the config does not select has no effect at all. The
-config-time hooks (``config_schemas``, ``cli_commands``) are asked of every installed plugin.
+Only *active* plugins are registered for a run: a plugin is active when it declares
+``always_active=True`` or the config selects one of its options, plus every plugin an active one
+``requires``. The config-time hooks (``config_schemas``, ``cli_commands``, ``dataset_formats``) are
+asked of every installed plugin.
 
-Hooks that receive ``ctx`` get the :class:`ft.context.RunContext` of the run: the composed config
-(``ctx.cfg``), the selected options (``ctx.choices``), the run folder, and the objects built so far
-(``ctx.tokenizer``, ``ctx.model``, ``ctx.datasets``, ``ctx.trainer``...). Hooks may read and set its
-attributes; the docstring of each hook says which attribute it is expected to set.
+Hooks that receive ``ctx`` get the :class:`ft.context.RunContext`: the typed, validated config
+(``ctx.cfg``: one dataclass per section, ``ctx.cfg.optim.lr`` is a float), the selected options
+(``ctx.choices``) and their traits (``ctx.method_traits``), the rank (``ctx.rank``,
+``ctx.is_main``), the run folder, and the objects built so far. Each hook's docstring says which
+attribute it is expected to set.
 """
 
 from __future__ import annotations
@@ -48,11 +57,37 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, keeps `ft validate` free of torch
-    from omegaconf import DictConfig
-
-    from ft.context import RunContext
+    from ft.context import LossCall, LossResult, RunContext
 
 hookspec = pluggy.HookspecMarker("ft")
+
+#: The capability each ``firstresult`` hook claims (see ``PluginInfo.capabilities``).
+CAPABILITIES: dict[str, str] = {
+    "load_tokenizer": "tokenizer_loader",
+    "prepare_dataset": "dataset",
+    "training_args_class": "trainer",
+    "create_trainer": "trainer",
+    "load_model": "model_loader",
+    "load_reference_model": "reference_loader",
+    "collator": "collator",
+    "batch_sampler": "batch_sampler",
+    "loss": "loss",
+    "optimizer": "optimizer",
+    "lr_scheduler": "scheduler",
+    "run_training": "training_loop",
+    "save_model": "model_saver",
+}
+
+#: Traits a method option declares (``PluginInfo.traits``) and other plugins require
+#: (``PluginInfo.requires_traits``), instead of naming methods.
+METHOD_TRAITS: dict[str, str] = {
+    "packable": "trains on tokenized rows (input_ids, labels) with a token-summed loss: rows may share a sequence",
+    "token_loss": "its loss is the next-token cross entropy of model(**inputs) on labels: a fused kernel may compute it",
+    "computes_own_logits": "its trainer runs the model and builds its loss itself (pairs, rollouts): loss kernels cannot see it",
+    "needs_reference": "asks load_reference_model(role='reference') for a frozen copy of the starting model",
+    "needs_teacher": "asks load_reference_model(role='teacher') for another, frozen model",
+    "generates": "generates text during training (online RL)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,21 +102,24 @@ def config_schemas() -> dict[str, type]:
     When: at validation, before any model or data loads (``ft validate``, ``ft run``).
     Returns: a dict mapping ``"group/option"`` (for example ``"adapter/lora"``) to a dataclass whose
     fields are the option's keys with type hints and defaults. ``Literal[...]`` fields are enums;
-    fields whose metadata has ``{"path": True}`` must name an existing file or folder.
-    Combine: collected; the kernel merges the dicts. The same key from two plugins is an error.
+    ``ft.api.bounded(default, ge=..., gt=..., le=..., lt=...)`` fields carry range bounds (NaN is
+    never in range); ``ft.api.path_field()`` fields must name an existing file or folder;
+    ``ft.api.named(default, registry="dataset_formats")`` fields must name an entry of that collected
+    hook's result. After validation every hook sees the section as an instance of this dataclass.
+    Combine: collected; the kernel merges the dicts (the same key from two plugins is an error).
     Must not import torch or other heavy libraries.
     """
 
 
 @hookspec
-def validate_config(cfg: DictConfig, choices: dict[str, str | None]) -> None:
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     """Check cross-field rules of the composed config that a schema cannot express.
 
     When: after schema validation, before any model or data loads.
-    Receives: the composed, resolved config and the selected option of every group
-    (``{"adapter": "lora", "method": "sft", ...}``).
-    Returns: nothing; raise :class:`ft.errors.ConfigError` with one line naming the key, the value
-    and what is expected. Combine: collected; every implementation runs.
+    Receives: the typed, validated config (``cfg.trainer.micro_batch_size`` is an int) and the selected
+    option of every group (``{"adapter": "lora", "method": "sft", ...}``).
+    Returns: nothing; raise :class:`ft.api.ConfigError` with one line naming the key, the value and
+    what is expected. Combine: collected; every active plugin's implementation runs.
     Must not import torch or other heavy libraries.
     """
 
@@ -90,10 +128,22 @@ def validate_config(cfg: DictConfig, choices: dict[str, str | None]) -> None:
 def cli_commands() -> list[Any]:
     """Contribute extra ``ft`` subcommands (``ft merge``, ``ft chat``, ``ft preprocess``...).
 
-    When: when the ``ft`` command builds its argument parser.
-    Returns: a list of :class:`ft.cli.Command` (name, help, ``add_arguments(parser)``,
-    ``run(args) -> int``). Combine: collected; two commands with the same name is a plugin error.
+    When: when the ``ft`` command builds its argument parser (every installed plugin is asked).
+    Returns: a list of :class:`ft.api.Command` (name, help, ``run(args) -> int``,
+    ``add_arguments(parser)``). Combine: collected; two commands with the same name is a plugin error.
     Keep imports inside ``run`` so that ``ft --help`` stays fast.
+    """
+
+
+@hookspec
+def dataset_formats() -> dict[str, Any]:
+    """Contribute named dataset formats (``alpaca``, ``chat_template``, ...).
+
+    When: at validation (``data.format`` and each dataset's ``format`` must name one) and when the
+    data stage formats rows. Returns: a dict mapping a format name to a callable
+    ``(row, tokenizer, options) -> {"input_ids", "labels"}`` with -100 on masked positions
+    (docs/data.md). Combine: collected; the same name from two plugins is an error. Return the
+    callables without importing torch.
     """
 
 
@@ -102,14 +152,13 @@ def cli_commands() -> list[Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-@hookspec
-def dataset_formats() -> dict[str, Any]:
-    """Contribute named dataset formats (``alpaca``, ``chat_template``, ...).
+@hookspec(firstresult=True)
+def load_tokenizer(ctx: RunContext) -> Any:
+    """Load the tokenizer named by ``model.tokenizer`` (or ``model.name_or_path``).
 
-    When: when the data stage resolves ``data.format`` (and each dataset's own ``format``).
-    Returns: a dict mapping a format name to a callable that the data plugin documents (it receives
-    a row, the tokenizer and the format options and returns ``input_ids`` and ``labels``, with -100
-    on masked positions). Combine: collected; the same name from two plugins is an error.
+    When: first step of the run, before data. Returns: a ``PreTrainedTokenizerBase``; the kernel
+    stores it in ``ctx.tokenizer``. Combine: firstresult (capability ``tokenizer_loader``); the
+    builtin loader is the fallback.
     """
 
 
@@ -117,20 +166,22 @@ def dataset_formats() -> dict[str, Any]:
 def prepare_dataset(ctx: RunContext) -> Any:
     """Load, format and tokenize the training (and evaluation) data.
 
-    When: after the tokenizer is loaded, before ``pre_model_load``.
-    Receives: ``ctx`` with ``ctx.tokenizer`` set.
-    Returns: a :class:`ft.context.DatasetBundle` (``train`` and optional ``eval``); the kernel stores
-    it in ``ctx.datasets``. Combine: firstresult; the builtin data plugin is the fallback, a method
-    plugin that needs rows in its own shape (preference pairs) provides the ``dataset`` capability.
+    When: after the tokenizer is loaded, before the training arguments and the model. Every rank
+    calls it; the builtin data stage tokenizes on rank 0 first and the others read its cache.
+    Returns: a :class:`ft.api.DatasetBundle` (``train`` and optional ``eval``); the kernel stores it
+    in ``ctx.datasets``. Combine: firstresult (capability ``dataset``); the builtin data stage is the
+    fallback, a method that needs rows in its own shape (preference pairs) takes it over.
     """
 
 
 @hookspec(firstresult=True)
 def collator(ctx: RunContext) -> Any:
-    """Build the data collator that turns tokenized rows into batches.
+    """Build the data collator that turns a list of rows into a batch.
 
-    When: while the trainer is built. Returns: a callable ``list[row] -> batch dict`` or ``None``.
-    Combine: firstresult (capability ``collator``); the builtin pads and keeps labels -100 on padding.
+    When: after the model is ready (a collator may check itself on the real model). Returns: a
+    callable ``list[row] -> batch dict`` or ``None``. Combine: firstresult (capability
+    ``collator``); the builtin pads and keeps labels -100 on padding. Per-batch changes that should
+    compose with any collator belong in ``process_batch`` instead.
     """
 
 
@@ -140,69 +191,117 @@ def batch_sampler(ctx: RunContext, dataset: Any, split: str) -> Any:
 
     When: while the trainer is built, after ``collator``, once for ``split="train"`` and once for
     ``split="eval"`` when there is an evaluation set (``dataset`` is that split). Returns:
-    :class:`ft.context.Batching` (a ``torch.utils.data.Sampler`` yielding batches, and optionally the
-    dataset view the ``DataLoader`` reads each batch item from), or ``None`` for the trainer's default
-    sampler. The sampler must be rank-aware (every rank the same number of batches) and should have
-    ``set_epoch``; the kernel's trainer builds the ``DataLoader`` from it and keeps accelerate from
-    sharding it again. Combine: firstresult (capability ``batch_sampler``).
+    :class:`ft.api.Batching` (a ``torch.utils.data.Sampler`` yielding batches, and optionally the
+    dataset view the ``DataLoader`` reads each batch item from), or ``None`` for the trainer's own.
+    The sampler must be rank-aware (``ctx.world_size``, ``ctx.rank``: every rank the same number of
+    batches) and should have ``set_epoch``; the kernel's trainer builds the ``DataLoader`` from it
+    and keeps accelerate from sharding it again. Combine: firstresult (capability ``batch_sampler``).
     """
 
 
 # --------------------------------------------------------------------------------------------------
-# Models
+# Training arguments (before the model: a ZeRO-3 engine must exist when weights load)
 # --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def training_args(ctx: RunContext) -> dict[str, Any] | None:
+    """Contribute fragments of the training arguments (FSDP/DeepSpeed settings, a method's fields).
+
+    When: after the data, before the model loads. The kernel starts from the ``trainer``, ``optim``
+    and ``run`` sections (``ft.api.base_training_args``). Returns: a dict of keyword arguments for the
+    arguments class, or ``None``. Combine: collected and merged over the kernel's base; two plugins
+    setting the same key to different values is a plugin error. The merged dict is
+    ``ctx.training_args``; the object built from it is ``ctx.args``.
+    """
 
 
 @hookspec(firstresult=True)
-def load_tokenizer(ctx: RunContext) -> Any:
-    """Load the tokenizer named by ``model.tokenizer`` (or ``model.name_or_path``).
+def training_args_class(ctx: RunContext) -> type | None:
+    """Name the arguments class the method's trainer takes (``trl.DPOConfig``...).
 
-    When: first step of the run, before data. Returns: a ``PreTrainedTokenizerBase``; the kernel
-    stores it in ``ctx.tokenizer``. Combine: firstresult; the builtin loader is the fallback.
+    When: right after ``training_args``; the kernel builds ``ctx.args = cls(**ctx.training_args)``
+    before the model loads. Returns: a ``transformers.TrainingArguments`` subclass. Combine:
+    firstresult (capability ``trainer``, with ``create_trainer``); the fallback is
+    ``transformers.TrainingArguments``.
     """
+
+
+# --------------------------------------------------------------------------------------------------
+# Model, in ordered phases: patch -> load -> prepare -> adapt -> shard -> ready
+# --------------------------------------------------------------------------------------------------
 
 
 @hookspec
 def pre_model_load(ctx: RunContext) -> dict[str, Any] | None:
-    """Prepare the model load: apply patches and contribute ``from_pretrained`` keyword arguments.
+    """Phase *patch*: apply library patches and contribute ``from_pretrained`` keyword arguments.
 
-    When: after data is prepared, just before the model loads. Use it for a quantization config
-    (QLoRA), an attention implementation, or a kernel patch (Liger, Cut Cross Entropy); a plugin
-    that patches a library says so in its README.
-    Returns: a dict of keyword arguments for ``from_pretrained`` (or ``None``).
-    Combine: collected; the kernel merges the dicts, and two plugins setting the same key to
-    different values is a plugin error.
+    When: after the training arguments exist, just before the model loads. Who belongs here: kernel
+    patches (Liger: ``apply_liger_kernel_to_*``; a plugin that patches a library says so in its
+    README), a quantization config (QLoRA's ``BitsAndBytesConfig``), an attention implementation, a
+    ``device_map``. Returns: a dict of ``from_pretrained`` keyword arguments, or ``None``.
+    Combine: collected; merged, and two plugins setting the same key to different values is a plugin
+    error.
     """
 
 
 @hookspec(firstresult=True)
 def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
-    """Load the model to train.
+    """Phase *load*: load the model to train.
 
-    Receives: the merged ``from_pretrained`` keyword arguments from ``pre_model_load``.
+    Receives: the merged ``from_pretrained`` keyword arguments of ``pre_model_load``.
     Returns: a ``PreTrainedModel``; the kernel stores it in ``ctx.model``.
     Combine: firstresult (capability ``model_loader``); the builtin loader is the fallback.
     """
 
 
 @hookspec
-def post_model_load(ctx: RunContext) -> None:
-    """Transform the loaded model in place on ``ctx``: adapters wrap it here.
+def prepare_model(ctx: RunContext) -> None:
+    """Phase *prepare*: ready the loaded base for training, in place on ``ctx.model``.
 
-    When: right after ``load_model``. An adapter plugin replaces ``ctx.model`` (for example with a
-    ``PeftModel``) and may prepare it for k-bit training. Returns: nothing.
-    Combine: collected; implementations run in pluggy order (``tryfirst``/``trylast`` to order).
+    When: after ``load_model``, before adapters. Who belongs here: k-bit preparation
+    (``prepare_model_for_kbit_training``), casts, gradient checkpointing, resizing embeddings for
+    new tokens. A plugin may replace ``ctx.model``. Returns: nothing. Combine: collected, in order.
+    """
+
+
+@hookspec
+def adapt_model(ctx: RunContext) -> None:
+    """Phase *adapt*: wrap the prepared model with adapters so only adapter weights train.
+
+    When: after ``prepare_model``. Who belongs here: LoRA and its kin (PEFT), which replace
+    ``ctx.model`` with a ``PeftModel``. Returns: nothing. Combine: collected, in order.
+    """
+
+
+@hookspec
+def shard_model(ctx: RunContext) -> None:
+    """Phase *shard*: distributed wrapping that the trainer (through accelerate) does not do itself.
+
+    When: after ``adapt_model``. FSDP2 and DeepSpeed through transformers/accelerate need nothing
+    here (they shard from ``ctx.args``); a plugin applying ``fully_shard`` by hand would. Returns:
+    nothing. Combine: collected, in order.
+    """
+
+
+@hookspec
+def post_model_load(ctx: RunContext) -> None:
+    """Phase *ready*: the model is final; observe it (count parameters, log, check) without changing it.
+
+    When: after ``shard_model``, before the trainer is built. Returns: nothing. Combine: collected.
     """
 
 
 @hookspec(firstresult=True)
-def load_reference_model(ctx: RunContext, role: str) -> Any:
+def load_reference_model(ctx: RunContext, role: str, source: str | None) -> Any:
     """Provide a frozen auxiliary model: a preference method's reference or a distillation teacher.
 
-    When: after ``post_model_load``, if the active method asks for one (``role`` is ``"reference"``
-    or ``"teacher"``). Returns: a model in eval mode with gradients off, or ``None`` when no separate
-    copy is needed (with an adapter, the reference is the base with the adapter disabled).
-    Combine: firstresult.
+    When: on demand, by the method plugin that needs one (``ctx.pm.hook.load_reference_model(...)``)
+    after the model phases. Receives: ``role`` (``"reference"`` or ``"teacher"``) and ``source``: a
+    hub id or folder to load, or ``None`` for a frozen copy of the model as it starts training.
+    Returns: a model in eval mode with gradients off (the kernel stores it in
+    ``ctx.reference_model``). Combine: firstresult (capability ``reference_loader``); the builtin
+    loads ``source`` offline-first, or deep-copies ``ctx.model``.
     """
 
 
@@ -212,22 +311,12 @@ def load_reference_model(ctx: RunContext, role: str) -> Any:
 
 
 @hookspec
-def training_args(ctx: RunContext) -> dict[str, Any] | None:
-    """Contribute fragments of the training arguments (FSDP/DeepSpeed, a method's own fields).
-
-    When: before ``create_trainer``. The kernel starts from ``trainer`` and ``optim`` config groups.
-    Returns: a dict of keyword arguments for the trainer's arguments class, or ``None``.
-    Combine: collected and merged into ``ctx.training_args``; two plugins setting the same key to
-    different values is a plugin error.
-    """
-
-
-@hookspec
 def callbacks(ctx: RunContext) -> list[Any] | None:
     """Contribute ``transformers.TrainerCallback`` instances (loggers, evaluators, profilers).
 
-    When: while the trainer is built. Returns: a list of callbacks or ``None``.
-    Combine: collected; every callback is added to the trainer.
+    When: while the trainer is built. Returns: a list of callbacks or ``None``. Combine: collected;
+    every callback is added to the trainer. Callbacks run on every rank: write files only where
+    ``state.is_world_process_zero``.
     """
 
 
@@ -235,12 +324,11 @@ def callbacks(ctx: RunContext) -> list[Any] | None:
 def create_trainer(ctx: RunContext) -> Any:
     """Build the trainer for the selected method.
 
-    When: after the model, datasets, training arguments, collator and callbacks are ready
-    (``ctx.training_args``, ``ctx.callbacks``, ``ctx.data_collator``...). Returns: a
-    ``transformers.Trainer`` (or subclass, such as a TRL trainer); the kernel stores it in
+    When: after the model, datasets, ``ctx.args``, collator and callbacks are ready. Returns: a
+    ``transformers.Trainer`` (or subclass, such as a TRL trainer) built from
+    ``ft.api.ft_trainer_class(Base)`` with ``ft_ctx=ctx``, so that ``process_batch``, ``loss``,
+    ``optimizer``, ``lr_scheduler`` and ``batch_sampler`` work on it; the kernel stores it in
     ``ctx.trainer``. Combine: firstresult (capability ``trainer``); builtin SFT is the fallback.
-    A method plugin should use :func:`ft.training.ft_trainer_class` to keep the ``loss``,
-    ``optimizer`` and ``lr_scheduler`` hooks working on top of its own trainer class.
     """
 
 
@@ -248,22 +336,41 @@ def create_trainer(ctx: RunContext) -> Any:
 def post_trainer_create(ctx: RunContext) -> None:
     """Inspect or adjust the trainer before training starts (``ctx.trainer`` is set).
 
-    When: right after ``create_trainer``. Use it to add callbacks, measure a "before" score, or check
+    When: right after ``create_trainer``, on every rank. Use it to measure a "before" score or check
     the trainer's state. Returns: nothing. Combine: collected.
     """
 
 
-@hookspec(firstresult=True)
-def loss(ctx: RunContext, model: Any, inputs: dict[str, Any], return_outputs: bool,
-         num_items_in_batch: Any) -> Any:
-    """Compute the training loss in place of the model's own (Cut Cross Entropy, distillation...).
+@hookspec
+def process_batch(ctx: RunContext, batch: dict[str, Any], training: bool) -> None:
+    """Change a collated batch in place before the loss sees it (diffusion noise, teacher targets).
 
-    When: inside the trainer's ``compute_loss`` for every batch, on trainers built from
-    :func:`ft.training.ft_trainer_class`.
-    Receives: the model, the batch, whether the caller wants ``(loss, outputs)``, and the number of
-    trained tokens in the whole gradient-accumulation step (for correct token averaging).
-    Returns: a scalar tensor, or ``(loss, outputs)`` when ``return_outputs``; ``None`` to use the
-    model's own loss. Combine: firstresult (capability ``loss``).
+    When: inside the trainer's ``compute_loss``, for every batch, after the collator (whichever
+    plugin owns it, multipack's included) and before ``loss``; ``training`` is False on evaluation
+    batches. Receives: the batch dict (tensors already on the model's device). Returns: nothing;
+    add, replace or remove keys in ``batch``. Combine: collected; every implementation runs, in
+    pluggy order, each seeing the previous one's changes. A plugin that adds keys the model's
+    ``forward`` does not take removes them in its ``loss`` wrapper.
+    """
+
+
+@hookspec(firstresult=True)
+def loss(ctx: RunContext, call: LossCall) -> LossResult:
+    """Compute one batch's loss: the method's own, replaced by a loss kernel, wrapped by extra terms.
+
+    When: inside the trainer's ``compute_loss`` for every batch (training and evaluation), on
+    trainers built from ``ft.api.ft_trainer_class``. Receives a :class:`ft.api.LossCall`:
+    ``model``; ``inputs``, the batch after ``process_batch``, whose ``labels`` are *not* shifted
+    (position i holds token i, -100 where nothing is trained; the causal LM loss predicts
+    ``labels[:, 1:]`` from positions ``:-1``); ``num_items_in_batch``, the number of trained
+    (shifted) label tokens in the whole optimizer step, gradient accumulation included and summed over
+    ranks, or ``None`` on evaluation batches (then average over this batch); ``training``;
+    ``return_outputs``; and ``method_loss()``, which computes the method's own loss for the batch.
+    Returns: a :class:`ft.api.LossResult` (``loss``, optional ``outputs``, named ``parts`` that the
+    trainer logs as ``loss/<name>``). Combine: firstresult (capability ``loss``). The builtin
+    fallback returns ``call.method_loss()``; a loss kernel implements it plainly to replace that (it
+    must ``requires_traits=("token_loss",)``); a plugin adding a term implements it with
+    ``@hookimpl(wrapper=True)``: ``result = yield``, then adds its term and a part.
     """
 
 
@@ -287,9 +394,10 @@ def lr_scheduler(ctx: RunContext, optimizer: Any, num_training_steps: int) -> An
 def run_training(ctx: RunContext) -> Any:
     """Run the training loop of ``ctx.trainer`` and return its ``TrainOutput``.
 
-    When: after ``post_trainer_create``. The builtin calls ``trainer.train()`` (resuming when
-    ``run.resume_from`` is set). Wrap it with ``@hookimpl(wrapper=True)`` to time or profile
-    training. Combine: firstresult.
+    When: after ``post_trainer_create``, on every rank. The builtin calls ``trainer.train()``
+    (resuming when ``run.resume_from`` is set). To time or profile training, wrap it with
+    ``@hookimpl(wrapper=True)`` (no capability needed). Combine: firstresult (capability
+    ``training_loop``).
     """
 
 
@@ -297,8 +405,9 @@ def run_training(ctx: RunContext) -> Any:
 def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     """Look at the trained model before it is saved: final evaluations, reports, summaries.
 
-    Receives: the final training metrics (``train_loss``, runtime...). A plugin may add entries to
-    ``metrics``; they end up in the run's ``summary.json``. Returns: nothing. Combine: collected.
+    When: after training, on every rank (write files only when ``ctx.is_main``). Receives: the final
+    training metrics (``train_loss``, runtime...); a plugin may add entries to ``metrics``, which end
+    up in the run's ``summary.json``. Returns: nothing. Combine: collected.
     """
 
 
@@ -306,8 +415,9 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
 def save_model(ctx: RunContext, output_dir: str) -> Any:
     """Save the final model into ``output_dir`` in Hugging Face format (safetensors).
 
-    Returns: ``True`` once saved, or ``None`` to let the next implementation (finally the builtin,
-    which calls ``trainer.save_model`` and saves the tokenizer) do it. Combine: firstresult.
+    When: after ``post_train``, on every rank (gathering sharded weights is collective); only rank 0
+    writes. Returns: ``True`` once saved. Combine: firstresult (capability ``model_saver``); the
+    builtin writes through ``trainer.save_model`` into a temporary folder and renames it when complete.
     """
 
 
@@ -315,5 +425,5 @@ def save_model(ctx: RunContext, output_dir: str) -> Any:
 def post_save(ctx: RunContext, output_dir: str) -> None:
     """React to the final model being saved in ``output_dir`` (write a model card, a merge hint).
 
-    Returns: nothing. Combine: collected.
+    When: on rank 0 only, after ``save_model``. Returns: nothing. Combine: collected.
     """

@@ -1,6 +1,9 @@
 """The lifecycle of one run: the fixed sequence of hook calls that turns a config into a model.
 
-This is the kernel's loop and nothing more; every step's work is done by plugins.
+This is the kernel's loop and nothing more; every step's work is done by plugins. It is rank-aware:
+every process the launcher started runs it, rank 0 alone claims and writes the run folder (config,
+record, ``ft.log``, metrics, summary, plots, the final model), other ranks log to ``ft.rank<N>.log``,
+and the run folder's name is decided once, by rank 0, and broadcast.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ import logging
 import platform
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ft.config import Composed, redact
+from ft.config import redact
 from ft.context import RunContext
+from ft.distributed import Ranks, broadcast_from_main, init_process_group, main_process_first, ranks_from_env
 from ft.errors import FtUserError, PluginError
-from ft.plugins import LoadedPlugin
+from ft.plugins import merge_contributions
 
 log = logging.getLogger("ft")
 
@@ -31,9 +36,23 @@ def claim_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunFolderError(
             f"run folder '{run_dir}' already exists and is not empty; ft never overwrites a run: "
-            f"choose another run.name (or run.root)"
-        )
+            f"choose another run.name (or run.root)")
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def agree_run_dir(wanted: Path, ranks: Ranks) -> Path:
+    """Rank 0 claims ``wanted`` and every rank gets the same folder (or rank 0's one-line error)."""
+    answer: tuple[str, str] = ("", "")
+    if ranks.is_main:
+        try:
+            claim_run_dir(wanted)
+            answer = ("ok", str(wanted))
+        except FtUserError as exc:
+            answer = ("error", str(exc))
+    status, value = broadcast_from_main(answer, ranks)
+    if status != "ok":
+        raise RunFolderError(value)
+    return Path(value)
 
 
 def _package_versions() -> dict[str, str]:
@@ -49,21 +68,21 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_record(run_dir: Path, composed: Composed, active: list[LoadedPlugin],
-                     installed: list[LoadedPlugin]) -> None:
+def write_run_record(run_dir: Path, prepared: Any, world_size: int) -> None:
     """Write the resolved config and the record of plugins and package versions."""
-    from omegaconf import OmegaConf
+    import yaml
 
-    container = redact(OmegaConf.to_container(composed.cfg, resolve=True))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(container)))
+    composed = prepared.composed
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(redact(composed.container), sort_keys=False))
     record = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["ft", "run", *redact_overrides(composed.overrides)]),
         "choices": composed.choices,
+        "world_size": world_size,
         "plugins": [
             {"name": p.name, "distribution": p.distribution, "version": p.version,
-             "builtin": p.builtin, "active": p in active}
-            for p in installed
+             "builtin": p.builtin, "active": p in prepared.active}
+            for p in prepared.session.plugins
         ],
         "packages": _package_versions(),
     }
@@ -78,9 +97,10 @@ def redact_overrides(overrides: list[str]) -> list[str]:
             for o in overrides]
 
 
-def setup_logging(run_dir: Path) -> logging.Handler:
-    """Log ft's messages to the terminal and to ``ft.log`` in the run folder."""
-    handler = logging.FileHandler(run_dir / "ft.log", encoding="utf-8")
+def setup_logging(run_dir: Path, ranks: Ranks) -> logging.Handler:
+    """Log ft's messages to the terminal (rank 0) and to ``ft.log`` (``ft.rank<N>.log`` on other ranks)."""
+    name = "ft.log" if ranks.is_main else f"ft.rank{ranks.rank}.log"
+    handler = logging.FileHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -88,7 +108,7 @@ def setup_logging(run_dir: Path) -> logging.Handler:
     metrics_log.propagate = False
     metrics_log.setLevel(logging.INFO)
     metrics_log.addHandler(handler)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+    if ranks.is_main and not any(type(h) is logging.StreamHandler for h in log.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("[ft] %(message)s"))
         log.addHandler(console)
@@ -101,24 +121,39 @@ def setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def run(composed: Composed, run_dir: Path, pm: Any, active: list[LoadedPlugin],
-        installed: list[LoadedPlugin]) -> dict[str, Any]:
-    """Run the whole lifecycle once and return the final metrics."""
-    claim_run_dir(run_dir)
-    write_run_record(run_dir, composed, active, installed)
-    handler = setup_logging(run_dir)
+def _close_logging(handler: logging.Handler) -> None:
+    log.removeHandler(handler)
+    logging.getLogger("ft.metrics").removeHandler(handler)
     try:
-        return _run(composed, run_dir, pm)
-    finally:
-        log.removeHandler(handler)
-        logging.getLogger("ft.metrics").removeHandler(handler)
-        try:
-            import transformers
+        import transformers
 
-            transformers.utils.logging.remove_handler(handler)
-        except ImportError:  # pragma: no cover
-            pass
-        handler.close()
+        transformers.utils.logging.remove_handler(handler)
+    except ImportError:  # pragma: no cover
+        pass
+    handler.close()
+
+
+def run(prepared: Any, run_dir: Path | None = None) -> dict[str, Any]:
+    """Run the whole lifecycle of a :class:`ft.runner.PreparedRun` once; return the final metrics.
+
+    ``run_dir`` defaults to ``<run.root>/<run.name>``; with several ranks, rank 0's choice wins.
+    """
+    cfg = prepared.composed.cfg
+    ranks = ranks_from_env()
+    init_process_group(ranks)
+    run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
+    if ranks.is_main:
+        write_run_record(run_dir, prepared, ranks.world_size)
+    handler = setup_logging(run_dir, ranks)
+    try:
+        return _run(prepared.context(run_dir, ranks), ranks)
+    except Exception:
+        if not isinstance(sys.exc_info()[1], FtUserError):
+            name = "error.txt" if ranks.is_main else f"error.rank{ranks.rank}.txt"
+            (run_dir / name).write_text(traceback.format_exc())
+        raise
+    finally:
+        _close_logging(handler)
 
 
 def _final_eval(trainer: Any) -> dict[str, Any]:
@@ -131,38 +166,53 @@ def _final_eval(trainer: Any) -> dict[str, Any]:
     return trainer.evaluate()
 
 
-def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
+def build_model(ctx: RunContext) -> None:
+    """The model phases, in order: patch -> load -> prepare -> adapt -> shard -> ready."""
+    pm = ctx.pm
+    load_kwargs = merge_contributions(pm.hook.pre_model_load(ctx=ctx), "pre_model_load")
+    ctx.model = pm.hook.load_model(ctx=ctx, load_kwargs=load_kwargs)
+    pm.hook.prepare_model(ctx=ctx)
+    pm.hook.adapt_model(ctx=ctx)
+    pm.hook.shard_model(ctx=ctx)
+    pm.hook.post_model_load(ctx=ctx)
+
+
+def _log_parameters(model: Any) -> None:
+    counter = getattr(model, "get_nb_trainable_parameters", None)
+    if callable(counter):  # PEFT models: counts bitsandbytes' packed 4-bit weights at their real size
+        trainable, total = counter()
+    else:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+    log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+
+
+def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     from transformers import set_seed
 
     from ft.builtin.outputs import plot_losses, read_metrics
-    from ft.training import base_training_args, merge_fragments
+    from ft.training import base_training_args
 
-    cfg = composed.cfg
+    cfg, pm = ctx.cfg, ctx.pm
     started = time.monotonic()
-    set_seed(int(cfg.seed))
-    log.info("run folder: %s", run_dir)
-    log.info("selected: %s", ", ".join(f"{k}={v}" for k, v in composed.choices.items() if v))
-    ctx = RunContext(cfg=cfg, choices=composed.choices, run_dir=run_dir, pm=pm)
+    set_seed(cfg.seed)
+    log.info("run folder: %s%s", ctx.run_dir, f" ({ranks.world_size} ranks)" if ranks.world_size > 1 else "")
+    log.info("selected: %s", ", ".join(f"{k}={v}" for k, v in ctx.choices.items() if v))
 
     ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
-    ctx.datasets = pm.hook.prepare_dataset(ctx=ctx)
+    with main_process_first(ranks):
+        ctx.datasets = pm.hook.prepare_dataset(ctx=ctx)
     if ctx.datasets is None:
         raise PluginError("no plugin prepared a dataset (prepare_dataset returned nothing)")
     for split, stats in ctx.datasets.stats.items():
         log.info("data (%s): %s", split, ", ".join(f"{k}={v}" for k, v in stats.items()))
 
-    load_kwargs = merge_fragments({}, pm.hook.pre_model_load(ctx=ctx), "pre_model_load")
-    ctx.model = pm.hook.load_model(ctx=ctx, load_kwargs=load_kwargs)
-    pm.hook.post_model_load(ctx=ctx)
-    counter = getattr(ctx.model, "get_nb_trainable_parameters", None)
-    if callable(counter):  # PEFT models: counts bitsandbytes' packed 4-bit weights at their real size
-        trainable, total = counter()
-    else:
-        trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in ctx.model.parameters())
-    log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    ctx.training_args = merge_contributions(pm.hook.training_args(ctx=ctx), "training_args", base=base_training_args(ctx))
+    ctx.args = pm.hook.training_args_class(ctx=ctx)(**ctx.training_args)
 
-    ctx.training_args = merge_fragments(base_training_args(ctx), pm.hook.training_args(ctx=ctx), "training_args")
+    build_model(ctx)
+    _log_parameters(ctx.model)
+
     ctx.data_collator = pm.hook.collator(ctx=ctx)
     for split, dataset in (("train", ctx.datasets.train), ("eval", ctx.datasets.eval)):
         if dataset is not None:
@@ -182,14 +232,16 @@ def _run(composed: Composed, run_dir: Path, pm: Any) -> dict[str, Any]:
     pm.hook.post_train(ctx=ctx, metrics=metrics)
 
     if cfg.run.save_final_model:
-        model_dir = run_dir / "model"
+        model_dir = ctx.run_dir / "model"
         pm.hook.save_model(ctx=ctx, output_dir=str(model_dir))
-        pm.hook.post_save(ctx=ctx, output_dir=str(model_dir))
-        log.info("final model: %s", model_dir)
-    if cfg.run.plot and plot_losses(read_metrics(ctx.metrics_path), run_dir / "loss.png", title=run_dir.name):
-        log.info("loss curve: %s", run_dir / "loss.png")
+        if ctx.is_main:
+            pm.hook.post_save(ctx=ctx, output_dir=str(model_dir))
+            log.info("final model: %s", model_dir)
     metrics["wall_time_s"] = round(time.monotonic() - started, 1)
-    (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    for line in ctx.report_lines:
-        print(line)
+    if ctx.is_main:
+        if cfg.run.plot and plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name):
+            log.info("loss curve: %s", ctx.run_dir / "loss.png")
+        (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        for line in ctx.report_lines:
+            print(line)
     return metrics

@@ -1,16 +1,20 @@
-"""Plugin discovery, activation and conflict detection.
+"""Plugin discovery, checking, activation and the plugin manager.
 
 Order of loading (as in pytest's ``default_plugins``): the kernel's builtin plugins, then every
-module named in the ``ft`` entry-point group. Each plugin may name a config package in the data-only
-``ft.conf`` entry-point group (same entry-point name); its ``<group>/<option>.yaml`` files are the
-options it provides. Controls:
+module named in the ``ft`` entry-point group. A plugin's name is its entry-point name, which must
+equal ``FT_PLUGIN.name``; that one name is what ``ft plugins`` shows and what ``-p``, ``FT_PLUGINS``,
+``requires`` and ``conflicts`` take. A distribution may name a config package in the data-only
+``ft.conf`` group under the same entry-point name; its ``<group>/<option>.yaml`` files are the options
+the plugin provides. Controls:
 
 * ``FT_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugin except those named with ``-p NAME``
   or in ``FT_PLUGINS``.
 * ``FT_PLUGINS=a,b``: an allow-list; only these entry-point plugins load.
-* ``-p no:NAME``: block one plugin (builtins included, except the kernel's core ones).
+* ``-p no:NAME``: block one plugin (builtins too, except those that are always active).
 
-An installed plugin that fails to import is a hard error naming its distribution.
+A plugin that fails to import, implements a hook ft does not define, or claims a "who builds X" hook
+without declaring its capability is *broken*: every command that uses plugins stops with one line
+naming its distribution, while ``ft --help`` still answers and ``ft plugins`` shows the problem.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import importlib.util
+import inspect
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +32,7 @@ from typing import Any
 
 import pluggy
 
-from ft.errors import PluginError
+from ft.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "ft"
 CONF_ENTRY_POINT_GROUP = "ft.conf"
@@ -44,17 +50,25 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """What a plugin declares in its module-level ``FT_PLUGIN``.
+    """What a plugin declares in its module-level ``FT_PLUGIN`` (see docs/plugins.md).
 
-    name: the plugin's short name, used by ``-p no:NAME`` and in messages.
+    name: the plugin's one name: its entry-point name, shown by ``ft plugins``, taken by ``-p``,
+        ``FT_PLUGINS``, ``requires`` and ``conflicts``.
     description: one line for ``ft plugins``.
-    capabilities: exclusive "who builds X" roles it takes over (``trainer``, ``loss``, ``dataset``,
-        ``collator``, ``batch_sampler``, ``optimizer``, ``scheduler``, ``model_loader``). Two active
-        plugins with the same capability is a config error.
-    requires: names of plugins that must be installed; they become active with this one.
+    capabilities: the exclusive "who builds X" roles it takes over. They follow from the
+        ``firstresult`` hooks it implements (``ft.hookspecs.CAPABILITIES``): implementing
+        ``loss`` without declaring ``loss`` (or the reverse) is a load error. Two active plugins
+        with the same capability is a config error.
+    requires: plugins that must be installed; they become active with this one.
     conflicts: plugin names or ``group/option`` selections this plugin cannot run with.
     always_active: active in every run, even if the config selects none of its options. Plugins
         that provide config options should leave this off: unselected, they have no effect at all.
+    traits: what each option this plugin provides *is*, keyed ``"group/option"``; methods declare
+        traits from ``ft.hookspecs.METHOD_TRAITS`` (``{"method/dpo": ("computes_own_logits", ...)}``).
+    requires_traits: traits the selected method must have for this plugin to work (a fused loss
+        kernel needs ``token_loss``, packing needs ``packable``); checked at ``ft validate``.
+    hookspecs: a module or class of ``@ft.api.hookspec`` functions: new hooks this plugin calls on
+        plugins after it (pytest's ``pytest_addhooks``).
     """
 
     name: str
@@ -63,19 +77,26 @@ class PluginInfo:
     requires: tuple[str, ...] = ()
     conflicts: tuple[str, ...] = ()
     always_active: bool = False
+    traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    requires_traits: tuple[str, ...] = ()
+    hookspecs: Any = None
 
 
 @dataclass
 class LoadedPlugin:
-    """One discovered plugin: its module, declaration, distribution and config options."""
+    """One discovered plugin: its module, declaration, distribution, config options and problems."""
 
     info: PluginInfo
-    module: ModuleType
+    module: ModuleType | None
     distribution: str
     version: str
     builtin: bool
     conf_dir: Path | None = None
     options: dict[str, list[str]] = field(default_factory=dict)
+    #: Why the plugin cannot be used (one line), or ``None``.
+    error: str | None = None
+    #: Blocked with ``-p no:NAME`` or left out by ``FT_PLUGINS``/autoload: listed, never registered.
+    disabled: bool = False
 
     @property
     def name(self) -> str:
@@ -85,10 +106,40 @@ class LoadedPlugin:
         return option is not None and option in self.options.get(group, [])
 
 
-def _parse_p_flags(p_flags: list[str]) -> tuple[set[str], list[str]]:
-    blocked = {p[3:] for p in p_flags if p.startswith("no:")}
-    enabled = [p for p in p_flags if not p.startswith("no:")]
-    return blocked, enabled
+@dataclass
+class PluginSet:
+    """What :func:`discover` found: usable plugins, plus disabled and broken ones for messages."""
+
+    plugins: list[LoadedPlugin]
+    disabled: list[LoadedPlugin] = field(default_factory=list)
+
+    @property
+    def broken(self) -> list[LoadedPlugin]:
+        return [p for p in self.plugins if p.error]
+
+    def raise_if_broken(self) -> None:
+        """Stop with the first broken plugin's one-line error (commands that use plugins call this)."""
+        for plugin in self.broken:
+            raise PluginError(plugin.error or "")
+
+
+def merge_contributions(contributions: Iterable[dict[str, Any] | None], what: str, base: dict[str, Any] | None = None,
+                        same: Callable[[Any, Any], bool] = lambda a, b: a is b or a == b,
+                        error: type[Exception] = PluginError) -> dict[str, Any]:
+    """Merge the dicts a collected hook returned; one key with two different values is an ``error``.
+
+    ``base`` is a starting dict whose keys the contributions may override (the kernel's defaults);
+    ``what`` names the hook or thing for the message. The one merge rule of ft's collected hooks.
+    """
+    merged = dict(base or {})
+    owners: dict[str, Any] = {}
+    for contribution in contributions:
+        for key, value in (contribution or {}).items():
+            if key in owners and not same(owners[key], value):
+                raise error(f"two plugins set '{key}' in {what} to different values ({owners[key]!r} and {value!r})")
+            owners[key] = value
+            merged[key] = value
+    return merged
 
 
 def scan_conf_dir(conf_dir: Path) -> dict[str, list[str]]:
@@ -114,92 +165,6 @@ def _module_dir(module_name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _plugin_info(module: ModuleType, fallback_name: str) -> PluginInfo:
-    info = getattr(module, "FT_PLUGIN", None)
-    if info is None:
-        return PluginInfo(name=fallback_name)
-    if isinstance(info, dict):
-        info = PluginInfo(**{"name": fallback_name, **info})
-    if not isinstance(info, PluginInfo):
-        raise PluginError(f"plugin module '{module.__name__}' has an FT_PLUGIN that is not a PluginInfo")
-    return info
-
-
-def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return ("unknown", "?")
-    return (dist.metadata["Name"], dist.version)
-
-
-def discover(p_flags: list[str] | None = None) -> list[LoadedPlugin]:
-    """Import the builtin plugins and the installed entry-point plugins, honouring the controls.
-
-    Raises :class:`PluginError` when an installed plugin fails to import (never skipped silently).
-    """
-    blocked, enabled = _parse_p_flags(list(p_flags or []))
-    autoload = os.environ.get("FT_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() not in ("1", "true", "yes")
-    allow_env = os.environ.get("FT_PLUGINS", "").strip()
-    allow = {n.strip() for n in allow_env.split(",") if n.strip()} if allow_env else None
-
-    import ft
-
-    ft_conf = kernel_conf_dir()
-    plugins: list[LoadedPlugin] = []
-    for module_name in BUILTIN_PLUGINS:
-        module = importlib.import_module(module_name)
-        info = _plugin_info(module, module_name.rsplit(".", 1)[-1])
-        if info.name in blocked and not info.always_active:
-            continue
-        # A builtin names the kernel options it serves in ``BUILTIN_OPTIONS`` ("group/option").
-        options: dict[str, list[str]] = {}
-        for ref in getattr(module, "BUILTIN_OPTIONS", ()):
-            group, option = ref.split("/", 1)
-            options.setdefault(group, []).append(option)
-        plugins.append(LoadedPlugin(info, module, "ft", ft.__version__, True, ft_conf, options))
-
-    conf_eps = {ep.name: ep for ep in md.entry_points(group=CONF_ENTRY_POINT_GROUP)}
-    seen: set[str] = {p.name for p in plugins}
-    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in blocked or ep.name in seen:
-            continue
-        wanted = ep.name in enabled or (autoload and (allow is None or ep.name in allow))
-        if not autoload and allow is not None and ep.name in allow:
-            wanted = True
-        if not wanted:
-            continue
-        dist_name, version = _dist_of(ep)
-        try:
-            module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure is reported, never skipped
-            raise PluginError(
-                f"plugin '{ep.name}' from distribution '{dist_name}' failed to import: "
-                f"{type(exc).__name__}: {exc}. Fix or uninstall it (pip uninstall {dist_name}), "
-                f"or skip it with -p no:{ep.name}"
-            ) from exc
-        info = _plugin_info(module, ep.name)
-        conf_dir = None
-        options: dict[str, list[str]] = {}
-        if ep.name in conf_eps:
-            conf_dir = _module_dir(conf_eps[ep.name].value)
-            if conf_dir is None:
-                raise PluginError(
-                    f"plugin '{ep.name}' ({dist_name}) names config package "
-                    f"'{conf_eps[ep.name].value}' which cannot be found; reinstall {dist_name}"
-                )
-            options = scan_conf_dir(conf_dir)
-        plugins.append(LoadedPlugin(info, module, dist_name, version, False, conf_dir, options))
-        seen.add(ep.name)
-
-    missing = [name for name in enabled if name not in seen]
-    if missing:
-        raise PluginError(
-            f"-p {missing[0]}: no installed plugin is named '{missing[0]}' "
-            f"(installed: {', '.join(sorted(seen))})"
-        )
-    return plugins
-
-
 def kernel_conf_dir() -> Path:
     """The kernel's Hydra config folder (``conf/`` in a checkout, ``ft/conf`` when installed)."""
     here = Path(__file__).resolve().parent.parent / "conf"
@@ -211,19 +176,194 @@ def kernel_conf_dir() -> Path:
     return found
 
 
+def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return ("unknown", "?")
+    return (dist.metadata["Name"], dist.version)
+
+
+def _plugin_info(module: ModuleType, fallback_name: str) -> PluginInfo:
+    info = getattr(module, "FT_PLUGIN", None)
+    if info is None:
+        return PluginInfo(name=fallback_name)
+    if isinstance(info, dict):
+        info = PluginInfo(**{"name": fallback_name, **info})
+    if not isinstance(info, PluginInfo):
+        raise PluginError(f"plugin module '{module.__name__}' has an FT_PLUGIN that is not a ft.api.PluginInfo")
+    return info
+
+
+def _conf_options(name: str, dist: str, conf_ep: md.EntryPoint | None) -> tuple[Path | None, dict[str, list[str]], str | None]:
+    """The config folder and options a plugin's ``ft.conf`` entry point names, and a problem if any."""
+    if conf_ep is None:
+        return None, {}, None
+    conf_dir = _module_dir(conf_ep.value)
+    if conf_dir is None:
+        return None, {}, (f"plugin '{name}' ({dist}) names config package '{conf_ep.value}' in [ft.conf], which "
+                          f"cannot be found; reinstall {dist}")
+    options = scan_conf_dir(conf_dir)
+    if not options:
+        return conf_dir, {}, (
+            f"plugin '{name}' ({dist}): its config package '{conf_ep.value}' ({conf_dir}) holds no "
+            f"<group>/<option>.yaml files; ship them as package data (tool.setuptools.package-data: "
+            f"\"{conf_ep.value}\" = [\"**/*.yaml\"]) and reinstall")
+    return conf_dir, options, None
+
+
+def discover(p_flags: list[str] | None = None) -> PluginSet:
+    """Import the builtin plugins and the installed entry-point plugins, honouring the controls.
+
+    Never raises for one plugin's problem: a broken plugin carries its one-line ``error`` (see
+    :meth:`PluginSet.raise_if_broken`). Raises :class:`PluginError` for a ``-p`` or ``FT_PLUGINS``
+    name that no installed plugin has.
+    """
+    import ft
+
+    flags = list(p_flags or [])
+    blocked = {p[3:] for p in flags if p.startswith("no:")}
+    enabled = [p for p in flags if not p.startswith("no:")]
+    autoload = os.environ.get("FT_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() not in ("1", "true", "yes")
+    allow_env = os.environ.get("FT_PLUGINS", "").strip()
+    allow = {n.strip() for n in allow_env.split(",") if n.strip()} if allow_env else None
+
+    found = PluginSet(plugins=[])
+    ft_conf = kernel_conf_dir()
+    for module_name in BUILTIN_PLUGINS:
+        module = importlib.import_module(module_name)
+        info = _plugin_info(module, module_name.rsplit(".", 1)[-1])
+        options: dict[str, list[str]] = {}
+        for ref in getattr(module, "BUILTIN_OPTIONS", ()):
+            group, option = ref.split("/", 1)
+            options.setdefault(group, []).append(option)
+        plugin = LoadedPlugin(info, module, "ft", ft.__version__, True, ft_conf, options)
+        if info.name in blocked and not info.always_active:
+            plugin.disabled = True
+            found.disabled.append(plugin)
+        else:
+            found.plugins.append(plugin)
+
+    entry_points = list(md.entry_points(group=ENTRY_POINT_GROUP))
+    conf_eps = list(md.entry_points(group=CONF_ENTRY_POINT_GROUP))
+    names = {p.name for p in found.plugins + found.disabled} | {ep.name for ep in entry_points}
+    for name in [*blocked, *enabled, *(allow or ())]:
+        if name not in names:
+            raise PluginError(f"no installed plugin is named '{name}'{did_you_mean(name, names)} "
+                              f"(installed: {', '.join(sorted(names))}; `ft plugins` lists them)")
+    seen = {p.name for p in found.plugins + found.disabled}
+    for ep in entry_points:
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        dist, version = _dist_of(ep)
+        conf_ep = next((c for c in conf_eps if c.name == ep.name), None)
+        conf_dir, options, problem = _conf_options(ep.name, dist, conf_ep)
+        wanted = ep.name in enabled or (autoload and (allow is None or ep.name in allow)) or \
+            (not autoload and allow is not None and ep.name in allow)
+        if ep.name in blocked or not wanted:
+            found.disabled.append(LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, False, conf_dir,
+                                               options, disabled=True))
+            continue
+        plugin = LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, False, conf_dir, options, problem)
+        found.plugins.append(plugin)
+        try:
+            plugin.module = ep.load()
+            plugin.info = _plugin_info(plugin.module, ep.name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported, never skipped
+            plugin.error = (f"plugin '{ep.name}' from distribution '{dist}' failed to import: "
+                            f"{type(exc).__name__}: {exc}. Fix or uninstall it (pip uninstall {dist}), "
+                            f"or skip it with -p no:{ep.name}")
+            continue
+        if plugin.info.name != ep.name:
+            plugin.error = (f"plugin '{ep.name}' ({dist}): FT_PLUGIN.name is '{plugin.info.name}' but its entry point "
+                            f"is named '{ep.name}'; make them the same (the name -p, FT_PLUGINS and requires use)")
+    for conf_ep in conf_eps:  # a config package whose entry-point name matches no plugin: options would vanish
+        if conf_ep.name not in seen:
+            dist, _ = _dist_of(conf_ep)
+            raise PluginError(
+                f"distribution '{dist}' names config package '{conf_ep.value}' under [ft.conf] as '{conf_ep.name}', "
+                f"but no [ft] entry point has that name; use the plugin's entry-point name for both")
+    _check_plugins(found.plugins)
+    return found
+
+
+def _hookspec_names(plugins: list[LoadedPlugin]) -> dict[str, dict[str, Any]]:
+    """``{hook name: spec options}`` for ft's hooks and every plugin-defined hookspec."""
+    from ft import hookspecs
+
+    specs: dict[str, dict[str, Any]] = {}
+    sources = [hookspecs, *(p.info.hookspecs for p in plugins if p.info.hookspecs is not None and not p.error)]
+    for source in sources:
+        for name, fn in inspect.getmembers(source):
+            opts = getattr(fn, "ft_spec", None)
+            if opts is not None:
+                specs[name] = opts
+    return specs
+
+
+def hook_impls(module: Any) -> dict[str, dict[str, Any]]:
+    """``{hook name: hookimpl options}`` of the functions a plugin module marks with ``@hookimpl``."""
+    return {name: getattr(fn, "ft_impl") for name, fn in inspect.getmembers(module) if hasattr(fn, "ft_impl")}
+
+
+def _check_plugins(plugins: list[LoadedPlugin]) -> None:
+    """Give each plugin that breaks the contract its one-line error (hooks, capabilities)."""
+    from ft.hookspecs import CAPABILITIES
+
+    specs = _hookspec_names(plugins)
+    for plugin in plugins:
+        if plugin.error or plugin.module is None:
+            continue
+        where = f"plugin '{plugin.name}' ({plugin.distribution})"
+        impls = hook_impls(plugin.module)
+        unknown = sorted(set(impls) - set(specs))
+        if unknown:
+            name = unknown[0]
+            plugin.error = (f"{where} implements hook '{name}', which ft does not define{did_you_mean(name, specs)}; "
+                            f"the hooks are listed in docs/plugins.md")
+            continue
+        claimed = set()
+        for name, opts in impls.items():
+            if not specs[name].get("firstresult") or opts.get("wrapper") or opts.get("hookwrapper"):
+                continue
+            if plugin.builtin and opts.get("trylast"):
+                continue  # the kernel's fallbacks claim nothing
+            claimed.add(CAPABILITIES.get(name, name))
+        declared = set(plugin.info.capabilities)
+        if claimed - declared:
+            capability = sorted(claimed - declared)[0]
+            hooks = sorted(h for h, c in CAPABILITIES.items() if c == capability and h in impls)
+            plugin.error = (f"{where} implements {', '.join(hooks)} (who builds it: capability '{capability}') without "
+                            f"declaring it; add '{capability}' to FT_PLUGIN.capabilities, or make the hook a wrapper")
+        elif declared - claimed:
+            capability = sorted(declared - claimed)[0]
+            hooks = sorted(h for h, c in CAPABILITIES.items() if c == capability)
+            plugin.error = (f"{where} declares capability '{capability}' but implements none of its hooks "
+                            f"({', '.join(hooks) or 'unknown capability'}); drop it from FT_PLUGIN.capabilities")
+
+
+def selected_traits(plugins: list[LoadedPlugin], choices: dict[str, str | None]) -> dict[str, tuple[str, ...]]:
+    """``{"group/option": traits}`` of the selected options, as their plugins declare them."""
+    traits: dict[str, tuple[str, ...]] = {}
+    for plugin in plugins:
+        for ref, declared in plugin.info.traits.items():
+            group, option = ref.split("/", 1)
+            if choices.get(group) == option:
+                traits[ref] = tuple(declared)
+    return traits
+
+
 def active_plugins(plugins: list[LoadedPlugin], choices: dict[str, str | None]) -> list[LoadedPlugin]:
     """Select the plugins that take part in a run with these group choices.
 
     Active: declared ``always_active``, or providing a selected option, plus everything an active
-    plugin requires. Raises :class:`PluginError` on a missing requirement, a declared conflict, or two
-    active plugins claiming the same capability.
+    plugin requires. Raises :class:`PluginError` on a missing requirement, a declared conflict, two
+    active plugins claiming the same capability, or a method lacking a trait an active plugin needs.
     """
     by_name = {p.name: p for p in plugins}
     active: dict[str, LoadedPlugin] = {}
     for plugin in plugins:
-        if plugin.info.always_active or any(
-            plugin.provides_option(group, option) for group, option in choices.items()
-        ):
+        if plugin.info.always_active or any(plugin.provides_option(g, o) for g, o in choices.items()):
             active[plugin.name] = plugin
     queue = list(active.values())
     while queue:
@@ -232,9 +372,7 @@ def active_plugins(plugins: list[LoadedPlugin], choices: dict[str, str | None]) 
             if required not in by_name:
                 raise PluginError(
                     f"plugin '{plugin.name}' requires plugin '{required}', which is not installed "
-                    f"or is disabled; install it (pip install ft-{required}) or drop "
-                    f"the option that selects '{plugin.name}'"
-                )
+                    f"or is disabled; install it (pip install ft-{required}) or drop the option that selects '{plugin.name}'")
             if required not in active:
                 active[required] = by_name[required]
                 queue.append(by_name[required])
@@ -242,29 +380,38 @@ def active_plugins(plugins: list[LoadedPlugin], choices: dict[str, str | None]) 
     for plugin in active.values():
         for conflict in plugin.info.conflicts:
             if conflict in active or conflict in selected:
-                raise PluginError(
-                    f"plugin '{plugin.name}' conflicts with '{conflict}'; they cannot be used in "
-                    f"the same run: drop one of them"
-                )
+                raise PluginError(f"plugin '{plugin.name}' conflicts with '{conflict}'; they cannot be used in "
+                                  f"the same run: drop one of them")
     claims: dict[str, str] = {}
     for plugin in active.values():
         for capability in plugin.info.capabilities:
             if capability in claims:
-                raise PluginError(
-                    f"plugins '{claims[capability]}' and '{plugin.name}' both provide the "
-                    f"'{capability}' capability; select only one of them"
-                )
+                raise PluginError(f"plugins '{claims[capability]}' and '{plugin.name}' both provide the "
+                                  f"'{capability}' capability; select only one of them")
             claims[capability] = plugin.name
+    method = choices.get("method")
+    method_traits = selected_traits(list(active.values()), choices).get(f"method/{method}", ())
+    for plugin in active.values():
+        missing = [t for t in plugin.info.requires_traits if t not in method_traits]
+        if missing:
+            who = next((f"{g}={o}" for g, o in choices.items() if plugin.provides_option(g, o)), f"plugin '{plugin.name}'")
+            raise PluginError(
+                f"{who} needs a method that is {' and '.join(missing)}, but method={method} is "
+                f"{', '.join(method_traits) or 'declared with no traits'}; drop {who} or choose another method")
     return [p for p in plugins if p.name in active]
 
 
-def make_plugin_manager(plugins: list[LoadedPlugin]) -> pluggy.PluginManager:
-    """A fresh pluggy manager with these plugins registered and checked against the hook specs."""
+def make_plugin_manager(plugins: list[LoadedPlugin], extra_specs: Iterable[Any] = ()) -> pluggy.PluginManager:
+    """A fresh pluggy manager with these plugins (and their own hookspecs) registered and checked."""
     from ft import hookspecs
 
     pm = pluggy.PluginManager("ft")
     pm.add_hookspecs(hookspecs)
+    for source in [*extra_specs, *(p.info.hookspecs for p in plugins if p.info.hookspecs is not None)]:
+        pm.add_hookspecs(source)
     for plugin in plugins:
+        if plugin.error:
+            raise PluginError(plugin.error)
         pm.register(plugin.module, name=plugin.name)
     try:
         pm.check_pending()
@@ -275,7 +422,4 @@ def make_plugin_manager(plugins: list[LoadedPlugin]) -> pluggy.PluginManager:
 
 def hook_names(module: Any) -> list[str]:
     """The hook names a plugin module implements (for ``ft plugins``)."""
-    from ft import hookspecs
-
-    specs = {n for n in dir(hookspecs) if callable(getattr(hookspecs, n)) and hasattr(getattr(hookspecs, n), "ft_spec")}
-    return sorted(n for n in dir(module) if n in specs and hasattr(getattr(module, n), "ft_impl"))
+    return sorted(hook_impls(module)) if module is not None else []

@@ -1,9 +1,11 @@
-"""``ft run``: validate every job up front, then let Hydra launch the run (or the sweep).
+"""From a command line to runs: :func:`prepare_run` once per job, then the lifecycle.
 
-Every job of a multirun is composed and validated before the first one starts, so a typo in the
-last combination fails in a second rather than after hours of training. Each job gets its own folder
-and the sweep ends with a summary table of overrides and final metrics (``summary.md`` and
-``summary.png`` in the sweep folder).
+``prepare_run`` is the one path from overrides to a ready run (compose once, validate, activate the
+selected plugins, build their plugin manager); ``ft run``, ``ft preprocess``, the testing helpers
+and every multirun job use it. Every job of a multirun is composed and validated before the first
+one starts, so a typo in the last combination fails in a second rather than after hours of
+training. Each job gets its own folder and the sweep ends with a summary table of overrides and final
+metrics (``summary.md``, ``summary.json`` and ``summary.png`` in the sweep folder).
 """
 
 from __future__ import annotations
@@ -12,146 +14,133 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ft.config import Composed, compose, expand_sweeps, finish, normalise_overrides, searchpath_override
-from ft.errors import FtUserError, PluginError
-from ft.plugins import LoadedPlugin, active_plugins, discover, kernel_conf_dir, make_plugin_manager
-
-
-@dataclass
-class JobResult:
-    """What one job of ``ft run`` produced."""
-
-    run_dir: Path
-    overrides: list[str]
-    status: str = "ok"
-    error: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def collect_schemas(pm: Any) -> dict[str, type]:
-    """Merge the kernel's schemas with every plugin's ``config_schemas``."""
-    from ft.schema import KERNEL_SCHEMAS
-
-    schemas = dict(KERNEL_SCHEMAS)
-    for contribution in pm.hook.config_schemas():
-        for key, schema in (contribution or {}).items():
-            if key in schemas and schemas[key] is not schema:
-                raise PluginError(f"two plugins declare a schema for '{key}'")
-            schemas[key] = schema
-    return schemas
+from ft.config import Composed, compose, expand_sweeps, normalise_overrides
+from ft.context import RunContext
+from ft.errors import FtUserError
+from ft.plugins import LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits
 
 
 class Session:
-    """The installed plugins and their schemas, discovered once per ``ft`` invocation."""
+    """The installed plugins, their schemas and registries, discovered once per ``ft`` invocation."""
 
-    def __init__(self, p_flags: list[str]) -> None:
-        self.plugins: list[LoadedPlugin] = discover(p_flags)
+    def __init__(self, p_flags: list[str] | None = None) -> None:
+        from ft.schema import KERNEL_SCHEMAS
+
+        found = discover(p_flags)
+        found.raise_if_broken()
+        self.plugins: list[LoadedPlugin] = found.plugins
+        self.disabled: list[LoadedPlugin] = found.disabled
         self.pm_all = make_plugin_manager(self.plugins)
-        self.schemas = collect_schemas(self.pm_all)
+        self.schemas: dict[str, type] = merge_contributions(
+            [KERNEL_SCHEMAS, *self.pm_all.hook.config_schemas()], "config_schemas", same=lambda a, b: a is b)
+        self.registries: dict[str, set[str]] = {
+            "dataset_formats": set(merge_contributions(self.pm_all.hook.dataset_formats(), "dataset_formats",
+                                                       same=lambda a, b: a is b)),
+        }
 
-    def validated(self, overrides: list[str]) -> Composed:
-        composed = compose(overrides, self.plugins, self.schemas)
+    def normalise(self, overrides: list[str]) -> list[str]:
+        return normalise_overrides(overrides, self.plugins, self.disabled)
+
+    def compose(self, overrides: list[str]) -> Composed:
+        """Compose and validate one job's (normalised) overrides, plugins' ``validate_config`` included."""
+        composed = compose(overrides, self.plugins, self.schemas, self.registries)
         self.check_plugins(composed)
         return composed
 
     def check_plugins(self, composed: Composed) -> list[LoadedPlugin]:
         """Activate the plugins this config selects and run their ``validate_config`` hooks."""
         active = active_plugins(self.plugins, composed.choices)
-        pm = make_plugin_manager(active)
-        pm.hook.validate_config(cfg=composed.cfg, choices=composed.choices)
+        make_plugin_manager(active).hook.validate_config(cfg=composed.cfg, choices=composed.choices)
         return active
+
+
+@dataclass
+class PreparedRun:
+    """A validated job, ready for the lifecycle: its config, active plugins and their plugin manager."""
+
+    session: Session
+    composed: Composed
+    active: list[LoadedPlugin]
+    pm: Any
+
+    def context(self, run_dir: Path, ranks: Any = None) -> RunContext:
+        """A fresh :class:`RunContext` for this run in ``run_dir``."""
+        from ft.distributed import ranks_from_env
+
+        ranks = ranks or ranks_from_env()
+        return RunContext(cfg=self.composed.cfg, choices=self.composed.choices, run_dir=run_dir, pm=self.pm,
+                          traits=selected_traits(self.active, self.composed.choices), rank=ranks.rank,
+                          world_size=ranks.world_size, local_rank=ranks.local_rank)
+
+
+def prepare_run(overrides: list[str] | None = None, p_flags: list[str] | None = None, *,
+                session: Session | None = None, composed: Composed | None = None,
+                spies: tuple[object, ...] = ()) -> PreparedRun:
+    """Compose once, validate, activate and build the plugin manager of one run.
+
+    Give ``overrides`` (as typed after ``ft run``) or an already ``composed`` job of ``session``.
+    ``spies`` are extra plugin objects registered for this run only (tests watch the lifecycle with them).
+    """
+    session = session or Session(p_flags)
+    if composed is None:
+        composed = session.compose(session.normalise(list(overrides or [])))
+    active = session.check_plugins(composed)
+    pm = make_plugin_manager(active)
+    for index, spy in enumerate(spies):
+        if spy is not None:
+            pm.register(spy, name=f"spy-{index}")
+    return PreparedRun(session, composed, active, pm)
+
+
+@dataclass
+class JobResult:
+    """What one job of ``ft run`` produced."""
+
+    run_dir: Path | None
+    overrides: list[str]
+    status: str = "ok"
+    error: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_all(session: Session, overrides: list[str], multirun: bool) -> tuple[list[str], list[Composed]]:
     """Normalise overrides and compose + validate every job; raises on the first bad one."""
-    normalised = normalise_overrides(overrides, session.plugins)
+    normalised = session.normalise(overrides)
     combos = expand_sweeps(normalised) if multirun else [normalised]
-    return normalised, [session.validated(combo) for combo in combos]
+    return normalised, [session.compose(combo) for combo in combos]
 
 
 def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int:
-    """Entry of ``ft run``: validate, launch through Hydra, report. Returns the exit code."""
-    session = Session(p_flags)
-    normalised, composed_jobs = validate_all(session, overrides, multirun)
-    pins = pinned_choices(normalised, composed_jobs) if multirun else []
-    results = launch(session, normalised + pins, multirun)
-    user_errors = [r for r in results if r.status == "user-error"]
-    if multirun:
-        print_sweep_summary(results)
-    if len(results) == 1 and user_errors:
-        raise FtUserError(user_errors[0].error)
-    failed = [r for r in results if r.status != "ok"]
-    if failed and not multirun:
-        return 1
-    return 1 if failed else 0
-
-
-def pinned_choices(overrides: list[str], jobs: list[Composed]) -> list[str]:
-    """``group=option`` for the choices every job of a sweep agrees on but the command line does not
-    name, when they differ from the primary defaults (``+method=dpo,ipo`` selects ``data=preference``
-    through the method options' defaults list). Hydra composes a sweep's base config without the swept
-    values, so without the pin a key of that option (``data.max_eval_rows=8``) would not exist there."""
-    import yaml
-
-    primary = yaml.safe_load((kernel_conf_dir() / "ft.yaml").read_text())
-    defaults = {k: v for entry in primary.get("defaults", []) if isinstance(entry, dict) for k, v in entry.items()}
-    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    pins = []
-    for group, choice in jobs[0].choices.items():
-        if choice is None or group in named or group not in defaults or defaults[group] == choice:
-            continue
-        if all(job.choices.get(group) == choice for job in jobs):
-            pins.append(f"{group}={choice}")
-    return pins
-
-
-def launch(session: Session, overrides: list[str], multirun: bool) -> list[JobResult]:
-    """Run Hydra's main with our task function; collect one :class:`JobResult` a job."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
+    """Entry of ``ft run``: validate every job, run them one after another, report. Returns the exit code."""
     from ft import lifecycle
 
-    results: list[JobResult] = []
-
-    @hydra.main(config_path=str(kernel_conf_dir()), config_name="ft", version_base="1.3")
-    def task(cfg: Any) -> None:
-        hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
-        job_overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
-        result = JobResult(run_dir=run_dir, overrides=job_overrides)
+    session = Session(p_flags)
+    _, jobs = validate_all(session, overrides, multirun)
+    if not multirun:
+        lifecycle.run(prepare_run(session=session, composed=jobs[0]))
+        return 0
+    sweep_dir = Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    lifecycle.claim_run_dir(sweep_dir)
+    results = []
+    for index, job in enumerate(jobs):
+        result = JobResult(run_dir=sweep_dir / str(index), overrides=job.overrides)
         results.append(result)
         try:
-            choices = {
-                k: (None if v in (None, "null") else str(v))
-                for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items()
-                if not k.startswith("hydra/")
-            }
-            composed = finish(cfg, choices, job_overrides, session.plugins, session.schemas)
-            active = session.check_plugins(composed)
-            pm = make_plugin_manager(active)
-            result.metrics = lifecycle.run(composed, run_dir, pm, active, session.plugins)
+            result.metrics = lifecycle.run(prepare_run(session=session, composed=job), result.run_dir)
         except FtUserError as exc:
             result.status, result.error = "user-error", str(exc)
-            if multirun:  # a single run's error is printed once, by the ft command
-                print(f"ft: error: job {len(results) - 1}: {exc}", file=sys.stderr)
+            print(f"ft: error: job {index}: {exc}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - a crashed job is reported, the sweep goes on
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-            (run_dir / "error.txt").write_text(traceback.format_exc()) if run_dir.is_dir() else None
-
-    argv = ["ft", *(["--multirun"] if multirun else []), *overrides, searchpath_override(session.plugins)]
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        task()
-    finally:
-        sys.argv = saved
-    return results
+            if result.run_dir.is_dir():
+                (result.run_dir / "error.txt").write_text(traceback.format_exc())
+    print_sweep_summary(results)
+    return 1 if any(r.status != "ok" for r in results) else 0
 
 
 def _metric_columns(results: list[JobResult]) -> list[str]:
@@ -170,6 +159,10 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _override_values(result: JobResult) -> dict[str, str]:
+    return dict(o.lstrip("+").split("=", 1) for o in result.overrides if "=" in o)
+
+
 def sweep_table(results: list[JobResult]) -> str:
     """A Markdown table: one row a job, its swept overrides and its final metrics."""
     varying = _varying_keys(results)
@@ -177,7 +170,7 @@ def sweep_table(results: list[JobResult]) -> str:
     header = ["job", *varying, "status", *columns]
     rows = []
     for index, result in enumerate(results):
-        values = dict(o.split("=", 1) for o in result.overrides if "=" in o)
+        values = _override_values(result)
         rows.append([str(index), *[values.get(k, "") for k in varying], result.status,
                      *[_fmt(result.metrics.get(c)) for c in columns]])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -188,11 +181,10 @@ def sweep_table(results: list[JobResult]) -> str:
 def _varying_keys(results: list[JobResult]) -> list[str]:
     keys: list[str] = []
     for result in results:
-        for override in result.overrides:
-            key = override.split("=", 1)[0]
+        for key in _override_values(result):
             if key not in keys:
                 keys.append(key)
-    values = {k: {dict(o.split("=", 1) for o in r.overrides if "=" in o).get(k) for r in results} for k in keys}
+    values = {k: {_override_values(r).get(k) for r in results} for k in keys}
     return [k for k in keys if len(values[k]) > 1] or keys
 
 
@@ -211,30 +203,14 @@ def print_sweep_summary(results: list[JobResult]) -> None:
 
 
 def _plot_sweep(results: list[JobResult], out: Path) -> None:
-    from ft.builtin.outputs import read_metrics
+    from ft.builtin.outputs import plot_curves, read_metrics
 
+    varying = _varying_keys(results)
     curves = []
     for index, result in enumerate(results):
         records = read_metrics(result.run_dir / "metrics.jsonl")
         points = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
         if points:
-            label = " ".join(o for o in result.overrides if o.split("=", 1)[0] in _varying_keys(results)) or f"job {index}"
+            label = " ".join(f"{k}={v}" for k, v in _override_values(result).items() if k in varying) or f"job {index}"
             curves.append((label, points))
-    if not curves:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, points in curves:
-        ax.plot(*zip(*points), label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
-    ax.set_title("ft sweep")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    plot_curves(curves, out, title="ft sweep", ylabel="train loss")

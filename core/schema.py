@@ -23,6 +23,38 @@ def path_field(default: Any = None, **kwargs: Any) -> Any:
     return field(default=default, metadata={"path": True, **kwargs})
 
 
+def bounded(default: Any = None, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, **kwargs: Any) -> Any:
+    """A numeric field with range bounds, checked at ``ft validate`` (NaN and infinity are never in range)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"bounds": bounds, **kwargs})
+    return field(default=default, metadata={"bounds": bounds, **kwargs})
+
+
+def named(default: Any = None, *, registry: str, **kwargs: Any) -> Any:
+    """A string field that must name an entry of a collected hook's result (``registry="dataset_formats"``)."""
+    return field(default=default, metadata={"registry": registry, **kwargs})
+
+
+#: transformers' attention implementations (``model.attn_implementation``); a hub kernel ("org/repo") also works.
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4",
+                             "flex_attention", "paged|eager", "paged|sdpa", "paged|flash_attention_2")
+#: transformers' ``SchedulerType`` values (a test keeps this list equal to transformers').
+SchedulerName = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                        "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                        "warmup_stable_decay", "greedy"]
+#: transformers' ``OptimizerNames`` values (a test keeps this list equal to transformers').
+OptimizerName = Literal[
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit",
+    "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit",
+    "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit",
+    "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise",
+    "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw",
+    "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw"]
+
+
 @dataclass
 class ModelConfig:
     name_or_path: str = "builtin:smollm2-135m-instruct"
@@ -36,8 +68,8 @@ class ModelConfig:
 
 @dataclass
 class DefaultTaskConfig:
-    train_rows: int = 480
-    eval_rows: int = 64
+    train_rows: int = bounded(480, ge=1)
+    eval_rows: int = bounded(64, ge=0)
     seed: int = 1234
 
 
@@ -49,11 +81,11 @@ class DatasetConfig:
     """One entry of ``data.datasets`` / ``data.val_datasets``; unset format options come from ``data.*``."""
 
     path: str = "???"
-    format: str | None = None
+    format: str | None = named(None, registry="dataset_formats")
     split: str = "train"
     name: str | None = None
     data_files: str | list[str] | None = None
-    max_rows: int | None = None
+    max_rows: int | None = bounded(None, ge=1)
     train_on_inputs: bool | None = None
     field: str | None = None
     field_messages: str | None = None
@@ -75,21 +107,21 @@ class DataConfig:
     """The data stage (see docs/data.md): sources, format and its options, length policy, cache."""
 
     path: str | None = path_field()
-    format: str = "alpaca"
+    format: str = named("alpaca", registry="dataset_formats")
     datasets: list[DatasetConfig] = dataclasses.field(default_factory=list)
-    sequence_len: int = 512
-    val_size: float = 0.0
+    sequence_len: int = bounded(512, ge=1)
+    val_size: float = bounded(0.0, ge=0)
     val_path: str | None = path_field()
     val_datasets: list[DatasetConfig] = dataclasses.field(default_factory=list)
     train_on_inputs: bool = False
-    max_rows: int | None = None
+    max_rows: int | None = bounded(None, ge=1)
     shuffle: bool = True
-    seed: int | None = None
+    seed: int | None = bounded(None, ge=0)
     too_long: Literal["drop", "truncate", "error"] = "drop"
-    min_len: int = 2
+    min_len: int = bounded(2, ge=0)
     bad_rows: Literal["error", "drop"] = "error"
     cache: bool = True
-    num_proc: int | None = None
+    num_proc: int | None = bounded(None, ge=1)
     # format options (each dataset may override them)
     field: str = "text"
     field_messages: str = "messages"
@@ -109,30 +141,30 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw_torch"
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    scheduler: str = "cosine"
-    warmup_steps: float = 0
+    name: OptimizerName = "adamw_torch"
+    lr: float = bounded(2e-5, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
+    beta1: float = bounded(0.9, ge=0, lt=1)
+    beta2: float = bounded(0.999, ge=0, lt=1)
+    eps: float = bounded(1e-8, gt=0)
+    max_grad_norm: float = bounded(1.0, ge=0)
+    scheduler: SchedulerName = "cosine"
+    warmup_steps: float = bounded(0, ge=0)
 
 
 @dataclass
 class TrainerConfig:
-    micro_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    logging_steps: int = 5
-    eval_steps: int | None = None
-    save_steps: int | None = None
-    save_total_limit: int | None = 2
+    micro_batch_size: int = bounded(4, ge=1)
+    gradient_accumulation_steps: int = bounded(1, ge=1)
+    num_epochs: float = bounded(1.0, gt=0)
+    max_steps: int = bounded(-1, ge=-1)
+    logging_steps: int = bounded(5, ge=1)
+    eval_steps: int | None = bounded(None, ge=1)
+    save_steps: int | None = bounded(None, ge=1)
+    save_total_limit: int | None = bounded(2, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = bounded(0, ge=0)
     report_to: list[str] = field(default_factory=list)
 
 
@@ -221,8 +253,47 @@ def _dataclass_of(tp: Any) -> type | None:
     return None
 
 
-def validate_node(prefix: str, node: Any, schema: type) -> None:
-    """Check one config section against a dataclass schema; raise :class:`ConfigError` on the first problem."""
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _literal_values(tp: Any) -> list[Any]:
+    """The allowed values of a ``Literal`` (or ``Literal | None``) type; empty for other types."""
+    if typing.get_origin(tp) is Literal:
+        return list(typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [v for a in typing.get_args(tp) for v in _literal_values(a)]
+    return []
+
+
+def _plain_types(tp: Any) -> set[Any]:
+    """``{int}`` for ``int``, ``{int, NoneType}`` for ``int | None``..."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return set(typing.get_args(tp))
+    return {tp}
+
+
+def _check_bounds(key: str, value: Any, bounds: dict[str, float], noun: str = "a number") -> None:
+    """Raise when a number is NaN, infinite or outside its field's bounds."""
+    import math
+    import operator
+
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    expected = " and ".join(f"{_BOUND_TEXT[k]} {v:g}" for k, v in bounds.items()) or "a finite number"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} is not valid: expected a finite number {expected}".rstrip())
+    checks = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
+    for name, limit in bounds.items():
+        if not checks[name](value, limit):
+            raise ConfigError(f"{key}={value!r} is not valid: expected {noun} {expected}")
+
+
+def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, set[str]] | None = None) -> None:
+    """Check one config section against a dataclass schema; raise :class:`ConfigError` on the first problem.
+
+    ``registries`` maps a registry name (``dataset_formats``) to the names it holds, for
+    :func:`named` fields; a registry that is not given is not checked.
+    """
     if not isinstance(node, dict):
         raise ConfigError(f"{prefix}={node!r} is not valid: expected a mapping of keys")
     hints = typing.get_type_hints(schema)
@@ -243,13 +314,41 @@ def validate_node(prefix: str, node: Any, schema: type) -> None:
         tp = hints[name]
         nested = _dataclass_of(tp)
         if nested is not None and isinstance(value, dict):
-            validate_node(key, value, nested)
+            validate_node(key, value, nested, registries)
             continue
+        item = _list_item_dataclass(tp)
+        if item is not None and isinstance(value, list):
+            for index, entry in enumerate(value):
+                if isinstance(entry, dict):
+                    validate_node(f"{key}[{index}]", entry, item, registries)
         if not _matches(value, tp):
-            raise ConfigError(f"{key}={value!r} is not valid: expected {_type_name(tp)}")
+            hint = did_you_mean(str(value), [str(a) for a in _literal_values(tp)]) if isinstance(value, str) else ""
+            raise ConfigError(f"{key}={value!r} is not valid{hint}: expected {_type_name(tp)}")
+        _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number")
+        registry = fld.metadata.get("registry")
+        if registry and value is not None and registries is not None and registry in registries:
+            known = registries[registry]
+            if value not in known:
+                raise ConfigError(f"{key}={value!r}: no such {registry.replace('_', ' ').rstrip('s')}"
+                                  f"{did_you_mean(str(value), known)}; available: {', '.join(sorted(known))}")
         if fld.metadata.get("path") and value is not None and not str(value).startswith(("hf://", "hub:")):
             if not Path(str(value)).expanduser().exists():
                 raise ConfigError(f"{key}={value!r}: no such file or folder; check the path")
+
+
+def _list_item_dataclass(tp: Any) -> type | None:
+    """The dataclass ``X`` of a ``list[X]`` field, if any."""
+    if typing.get_origin(tp) in (list, tuple):
+        args = typing.get_args(tp)
+        if args and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def schema_for(section: str, choices: dict[str, str | None], schemas: dict[str, type]) -> type | None:
+    """The schema of a config section: the selected option's (``adapter/lora``), else the group's."""
+    option = choices.get(section)
+    return (schemas.get(f"{section}/{option}") if option else None) or schemas.get(section)
 
 
 def validate_config(
@@ -257,6 +356,7 @@ def validate_config(
     choices: dict[str, str | None],
     schemas: dict[str, type],
     known_groups: set[str],
+    registries: dict[str, set[str]] | None = None,
 ) -> None:
     """Validate every section of a composed config (a plain dict) against the known schemas."""
     allowed_top = set(TOP_LEVEL_SCALARS) | known_groups | {k.split("/")[0] for k in schemas}
@@ -269,8 +369,83 @@ def validate_config(
     for section, node in cfg.items():
         if section in TOP_LEVEL_SCALARS:
             continue
-        option = choices.get(section)
-        schema = schemas.get(f"{section}/{option}") if option else None
-        schema = schema or schemas.get(section)
+        schema = schema_for(section, choices, schemas)
         if schema is not None:
-            validate_node(section, node, schema)
+            validate_node(section, node, schema, registries)
+
+
+# -- the typed config hooks receive -----------------------------------------------------------------
+
+
+class ConfigSection:
+    """A config section no schema describes: attribute access over a plain mapping."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update({k: ConfigSection(v) if isinstance(v, dict) else v for k, v in values.items()})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.__dict__
+
+    def __repr__(self) -> str:
+        return f"ConfigSection({self.__dict__!r})"
+
+
+class FtConfig(ConfigSection):
+    """The typed, validated config of a run: each section an instance of its schema dataclass.
+
+    ``cfg.optim.lr`` is a float, ``cfg.adapter`` a ``LoraAdapterConfig`` (or ``None`` when no
+    adapter is selected); ``cfg.get("adapter")`` and ``"adapter" in cfg`` work on the root.
+    """
+
+    def __init__(self, sections: dict[str, Any]) -> None:
+        self.__dict__.update(sections)
+
+
+def instantiate(schema: type, node: dict[str, Any]) -> Any:
+    """An instance of ``schema`` from a validated mapping: nested dataclasses built, ints as floats
+    where the field is a float."""
+    hints = typing.get_type_hints(schema)
+    values: dict[str, Any] = {}
+    for fld in dataclasses.fields(schema):
+        if fld.name not in node:
+            continue
+        value, tp = node[fld.name], hints[fld.name]
+        nested, item = _dataclass_of(tp), _list_item_dataclass(tp)
+        if nested is not None and isinstance(value, dict):
+            value = instantiate(nested, value)
+        elif item is not None and isinstance(value, list):
+            value = [instantiate(item, v) if isinstance(v, dict) else v for v in value]
+        elif isinstance(value, int) and not isinstance(value, bool) and tp in (float, float | None):
+            value = float(value)
+        values[fld.name] = value
+    return schema(**values)
+
+
+def build_typed(container: dict[str, Any], choices: dict[str, str | None], schemas: dict[str, type]) -> FtConfig:
+    """The :class:`FtConfig` of a validated config container."""
+    sections: dict[str, Any] = {}
+    for section, node in container.items():
+        schema = schema_for(section, choices, schemas) if isinstance(node, dict) else None
+        if schema is not None:
+            sections[section] = instantiate(schema, node)
+        else:
+            sections[section] = ConfigSection(node) if isinstance(node, dict) else node
+    for group, option in choices.items():
+        sections.setdefault(group, None) if option is None else None
+    return FtConfig(sections)
+
+
+def to_plain(value: Any) -> Any:
+    """A plain dict/list copy of a typed section (dataclass or :class:`ConfigSection`) or value."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, ConfigSection):
+        return {k: to_plain(v) for k, v in value.__dict__.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value

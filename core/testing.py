@@ -1,6 +1,8 @@
-"""Test helpers and pytest fixtures for ft and its plugins (a pytest plugin: ``pytest11`` entry point).
+"""Test helpers for ft and its plugins, and pytest fixtures when pytest is installed (``pytest11`` entry point).
 
-Tiny random models and a locally trained tokenizer, so tests run offline in seconds.
+Tiny random models and a locally trained tokenizer, so tests run offline in seconds. The helpers
+(:func:`build_tiny_model`, :func:`run_lifecycle`, :func:`run_ft`, :func:`write_chat_rows`) need no pytest;
+the fixtures (``tiny_model_dir``, ``chat_file``, ``shared_data``) exist when pytest is importable.
 
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on real text from ../shared/data
 (GSM8K questions when present, a built-in paragraph otherwise), with ChatML special tokens and a
@@ -13,7 +15,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
+try:  # the helpers work without pytest; only the fixtures need it
+    import pytest
+except ImportError:  # pragma: no cover - a plugin author's environment without pytest
+    pytest = None  # type: ignore[assignment]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -83,13 +88,20 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-@pytest.fixture(scope="session")
+def _fixture(*args, **kwargs):
+    """``pytest.fixture`` when pytest is installed; otherwise leave the function as it is."""
+    if pytest is None:
+        return (lambda fn: fn) if not (len(args) == 1 and callable(args[0])) else args[0]
+    return pytest.fixture(*args, **kwargs)
+
+
+@_fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with a locally trained ChatML tokenizer (built once per session)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
-@pytest.fixture(scope="session")
+@_fixture(scope="session")
 def shared_data() -> Path:
     """The real data sets in ../shared/data (tests that need them skip when they are absent)."""
     if not SHARED_DATA.is_dir():
@@ -110,29 +122,20 @@ def write_chat_rows(path: Path, n: int = 48) -> Path:
     return path
 
 
-@pytest.fixture
+@_fixture
 def chat_file(tmp_path) -> Path:
     """A small chat .jsonl file (see :func:`write_chat_rows`)."""
     return write_chat_rows(tmp_path / "chat.jsonl")
 
 
-def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object) -> dict:
-    """Compose and validate ``overrides`` exactly like ``ft run`` and run the lifecycle in this process
+def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object, p_flags: list[str] | None = None) -> dict:
+    """Run ``overrides`` exactly like ``ft run`` (the same :func:`ft.runner.prepare_run`), in this process,
     into ``run_dir``; ``spies`` are extra plugin objects registered for the run (to watch the model,
     the trainer or the batches). Returns the run's final metrics."""
     from ft import lifecycle
-    from ft.plugins import make_plugin_manager
-    from ft.runner import Session, validate_all
+    from ft.runner import prepare_run
 
-    session = Session([])
-    _, jobs = validate_all(session, overrides, multirun=False)
-    composed = jobs[0]
-    active = session.check_plugins(composed)
-    pm = make_plugin_manager(active)
-    for index, spy in enumerate(spies):
-        if spy is not None:
-            pm.register(spy, name=f"test-spy-{index}")
-    return lifecycle.run(composed, run_dir, pm, active, session.plugins)
+    return lifecycle.run(prepare_run(overrides, p_flags, spies=spies), run_dir)
 
 
 def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900):

@@ -1,8 +1,9 @@
 """Trainer plumbing shared by every method: the hook-aware trainer class and training arguments.
 
-Method plugins build their trainer from :func:`ft_trainer_class` so that the ``loss``,
-``optimizer`` and ``lr_scheduler`` hooks work the same on top of ``transformers.Trainer`` and TRL's
-trainers alike.
+Method plugins build their trainer from :func:`ft_trainer_class` so that the ``process_batch``,
+``loss``, ``optimizer``, ``lr_scheduler`` and ``batch_sampler`` hooks work the same on top of
+``transformers.Trainer`` and TRL's trainers alike. This is subclassing, not patching: the base class
+is untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ft.context import RunContext
+from ft.context import LossCall, LossResult, RunContext
 
 
 @functools.cache
@@ -22,19 +23,37 @@ def ft_trainer_class(base: type) -> type:
     class FtTrainer(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, ft_ctx: RunContext | None = None, **kwargs: Any) -> None:
             self.ft_ctx = ft_ctx
+            self._ft_loss_parts: dict[str, tuple[float, int]] = {}
             super().__init__(*args, **kwargs)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-            if self.ft_ctx is not None:
-                result = self.ft_ctx.pm.hook.loss(
-                    ctx=self.ft_ctx, model=model, inputs=inputs,
-                    return_outputs=return_outputs, num_items_in_batch=num_items_in_batch,
-                )
-                if result is not None:
-                    return result
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
+            if self.ft_ctx is None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            pm = self.ft_ctx.pm
+            pm.hook.process_batch(ctx=self.ft_ctx, batch=inputs, training=model.training)
+
+            def method_loss() -> LossResult:
+                out = super(FtTrainer, self).compute_loss(model, inputs, return_outputs=return_outputs,
+                                                          num_items_in_batch=num_items_in_batch)
+                return LossResult(*out) if isinstance(out, tuple) else LossResult(out)
+
+            call = LossCall(model=model, inputs=inputs, num_items_in_batch=num_items_in_batch, training=model.training,
+                            return_outputs=return_outputs, method_loss=method_loss)
+            result = pm.hook.loss(ctx=self.ft_ctx, call=call)
+            if model.training and result.parts:
+                for name, value in result.parts.items():
+                    total, count = self._ft_loss_parts.get(name, (0.0, 0))
+                    self._ft_loss_parts[name] = (total + float(value.detach() if hasattr(value, "detach") else value), count + 1)
+            return (result.loss, result.outputs) if return_outputs else result.loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+            """Add the mean of each named loss part since the last log (``loss/<name>``) to training logs."""
+            if "loss" in logs and self._ft_loss_parts:
+                for name, (total, count) in self._ft_loss_parts.items():
+                    logs[f"loss/{name}"] = round(total / max(count, 1), 6)
+                self._ft_loss_parts.clear()
+            super().log(logs, *args, **kwargs)
 
         def get_train_dataloader(self):  # type: ignore[override]
             batching = self.ft_ctx.batching.get("train") if self.ft_ctx is not None else None
@@ -99,44 +118,41 @@ def ft_trainer_class(base: type) -> type:
 
 
 def base_training_args(ctx: RunContext) -> dict[str, Any]:
-    """``TrainingArguments`` keywords from the ``trainer``, ``optim`` and ``run`` config groups."""
+    """``TrainingArguments`` keywords from the ``trainer``, ``optim`` and ``run`` config sections."""
     cfg = ctx.cfg
     trainer, optim = cfg.trainer, cfg.optim
     has_eval = ctx.datasets is not None and ctx.datasets.eval is not None
-    if has_eval:
-        eval_strategy = "steps" if trainer.eval_steps else "epoch"
-    else:
-        eval_strategy = "no"
+    eval_strategy = ("steps" if trainer.eval_steps else "epoch") if has_eval else "no"
     warmup = optim.warmup_steps
     args: dict[str, Any] = {
         "output_dir": str(Path(ctx.run_dir) / "checkpoints"),
         "per_device_train_batch_size": trainer.micro_batch_size,
         "per_device_eval_batch_size": trainer.micro_batch_size,
         "gradient_accumulation_steps": trainer.gradient_accumulation_steps,
-        "num_train_epochs": float(trainer.num_epochs),
+        "num_train_epochs": trainer.num_epochs,
         "max_steps": trainer.max_steps,
         "logging_steps": trainer.logging_steps,
         "logging_first_step": True,
         "eval_strategy": eval_strategy,
         "save_strategy": "steps" if trainer.save_steps else "epoch",
         "save_total_limit": trainer.save_total_limit,
-        "learning_rate": float(optim.lr),
-        "weight_decay": float(optim.weight_decay),
-        "adam_beta1": float(optim.beta1),
-        "adam_beta2": float(optim.beta2),
-        "adam_epsilon": float(optim.eps),
-        "max_grad_norm": float(optim.max_grad_norm),
+        "learning_rate": optim.lr,
+        "weight_decay": optim.weight_decay,
+        "adam_beta1": optim.beta1,
+        "adam_beta2": optim.beta2,
+        "adam_epsilon": optim.eps,
+        "max_grad_norm": optim.max_grad_norm,
         "lr_scheduler_type": optim.scheduler,
-        "warmup_steps": int(warmup) if float(warmup).is_integer() and warmup >= 1 else float(warmup),
+        "warmup_steps": int(warmup) if warmup >= 1 and float(warmup).is_integer() else warmup,
         "optim": optim.name,
         "bf16": trainer.precision == "bf16",
         "fp16": trainer.precision == "fp16",
         "dataloader_num_workers": trainer.dataloader_num_workers,
         "report_to": list(trainer.report_to) or "none",
-        "seed": int(cfg.seed),
-        "data_seed": int(cfg.seed),
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
         "remove_unused_columns": False,
-        "disable_tqdm": False,
+        "disable_tqdm": not ctx.is_main,
         "dataloader_pin_memory": _has_accelerator(),
     }
     if trainer.gradient_checkpointing:
@@ -152,20 +168,3 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def merge_fragments(base: dict[str, Any], fragments: list[dict[str, Any] | None], hook: str) -> dict[str, Any]:
-    """Merge dict fragments from a collected hook; the same key with two values is a plugin error."""
-    from ft.errors import PluginError
-
-    merged = dict(base)
-    owners: dict[str, Any] = {}
-    for fragment in fragments:
-        for key, value in (fragment or {}).items():
-            if key in owners and owners[key] != value:
-                raise PluginError(
-                    f"two plugins set '{key}' in {hook} to different values ({owners[key]!r} and {value!r})"
-                )
-            owners[key] = value
-            merged[key] = value
-    return merged

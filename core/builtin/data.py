@@ -65,7 +65,7 @@ def bundle_from_rows(ctx: RunContext, rows: list[dict[str, Any]], source: str,
     from ft.data.pipeline import prepare_data
 
     state = ctx.extras.get("data", {})
-    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=int(ctx.cfg.seed), rows=rows,
+    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=ctx.cfg.seed, rows=rows,
                             eval_rows=eval_rows, source=source, rebuild=bool(state.get("rebuild")),
                             progress=state.get("progress"))
     return _bundle(ctx, prepared)
@@ -76,7 +76,7 @@ def prepare_dataset(ctx: RunContext) -> DatasetBundle:
     from ft.data.pipeline import prepare_data
 
     state = ctx.extras.get("data", {})
-    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=int(ctx.cfg.seed),
+    prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=ctx.cfg.seed,
                             rebuild=bool(state.get("rebuild")), progress=state.get("progress"))
     return _bundle(ctx, prepared)
 
@@ -134,19 +134,13 @@ def _check_format_options(prefix: str, options: dict[str, Any]) -> None:
 
 @hookimpl
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
-    from omegaconf import OmegaConf
+    """Cross-field checks of ``data`` (ranges and format names are the schema's): each ``data.datasets``
+    entry's path and format options, before anything loads."""
+    from ft.schema import DataConfig, to_plain
 
-    data = cfg.get("data") if hasattr(cfg, "get") else None
-    if data is None:
+    if not isinstance(cfg.get("data"), DataConfig):  # another plugin's data option (data=preference)
         return
-    data = OmegaConf.to_container(data, resolve=True) if not isinstance(data, dict) else data
-    if "sequence_len" in data and int(data.get("sequence_len") or 0) <= 0:  # data=preference has none
-        raise ConfigError(f"data.sequence_len={data.get('sequence_len')!r} is not valid: expected a positive integer")
-    val_size = float(data.get("val_size") or 0)
-    if val_size < 0:
-        raise ConfigError(f"data.val_size={val_size} is not valid: expected a fraction in [0, 1) or a row count")
-    if int(data.get("min_len") or 0) < 0:
-        raise ConfigError(f"data.min_len={data.get('min_len')} is not valid: expected 0 or more")
+    data = to_plain(cfg.data)
     for key in ("datasets", "val_datasets"):
         for index, entry in enumerate(data.get(key) or []):
             _check_entry(f"data.{key}[{index}]", entry, {k: v for k, v in data.items() if k not in ("datasets", "val_datasets")})
@@ -170,28 +164,24 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ft.plugins import make_plugin_manager
-    from ft.runner import Session, validate_all
+    from ft.runner import prepare_run
 
     for item in args.overrides:
         if item.startswith("-"):
             raise ConfigError(f"unknown option '{item}'; overrides look like key=value")
-    session = Session(list(getattr(args, "ft_p_flags", [])))
-    _, jobs = validate_all(session, list(args.overrides), multirun=False)
-    composed = jobs[0]
-    active = session.check_plugins(composed)
-    pm = make_plugin_manager(active)
+    prepared = prepare_run(list(args.overrides), list(getattr(args, "ft_p_flags", [])))
+    pm = prepared.pm
     with tempfile.TemporaryDirectory(prefix="ft-preprocess-") as scratch:
-        ctx = RunContext(cfg=composed.cfg, choices=composed.choices, run_dir=Path(scratch), pm=pm)
+        ctx = prepared.context(Path(scratch))
         ctx.extras["data"] = {"rebuild": bool(args.rebuild), "progress": None if sys.stderr.isatty() else False}
         ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
         bundle = pm.hook.prepare_dataset(ctx=ctx)
         if bundle is None:
             raise DataError("no plugin prepared a dataset for this config")
-        prepared = ctx.extras.get("data", {}).get("prepared")
-        from ft.data.show import print_report, show_examples, export_jsonl
+        prepared_data = ctx.extras.get("data", {}).get("prepared")
+        from ft.data.show import export_jsonl, print_report, show_examples
 
-        print_report(prepared, bundle, sys.stdout)
+        print_report(prepared_data, bundle, sys.stdout)
         dataset = bundle.train
         columns = set(getattr(dataset, "column_names", []) or [])
         if (args.show or args.export) and not {"input_ids", "labels"} <= columns:

@@ -25,18 +25,28 @@ log = logging.getLogger("ft")
 
 
 @hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    from ft.errors import ConfigError
+
+    if choices.get("data") == "default_task" and cfg.data.path:
+        raise ConfigError(f"data.path={cfg.data.path!r} is set, but data=default_task generates its own rows and "
+                          "would ignore it; choose your data's format too (data=alpaca, data=chat, data=completion)")
+
+
+@hookimpl
 def prepare_dataset(ctx: RunContext) -> DatasetBundle:
     from ft.builtin.data import bundle_from_rows
     from ft.default_task import split_rows
 
     task = ctx.cfg.data.task
-    train_rows, eval_rows = split_rows(int(task.train_rows), int(task.eval_rows), int(task.seed))
+    train_rows, eval_rows = split_rows(task.train_rows, task.eval_rows, task.seed)
     ctx.extras["default_task"] = {"eval_rows": eval_rows}
-    task_dir = ctx.run_dir / "task"
-    task_dir.mkdir(exist_ok=True)
-    for name, rows in (("train.jsonl", train_rows), ("heldout.jsonl", eval_rows)):
-        with (task_dir / name).open("w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    if ctx.is_main:
+        task_dir = ctx.run_dir / "task"
+        task_dir.mkdir(exist_ok=True)
+        for name, rows in (("train.jsonl", train_rows), ("heldout.jsonl", eval_rows)):
+            with (task_dir / name).open("w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in rows)
     return bundle_from_rows(ctx, train_rows, source="default task")
 
 
@@ -60,5 +70,6 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     metrics["task_accuracy_before"] = state["before"].accuracy
     metrics["task_accuracy_after"] = state["after"].accuracy
     report = format_report(state["before"], state["after"])
-    (ctx.run_dir / "task_report.txt").write_text(report + "\n")
+    if ctx.is_main:
+        (ctx.run_dir / "task_report.txt").write_text(report + "\n")
     ctx.report_lines.append(report)

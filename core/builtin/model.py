@@ -82,10 +82,16 @@ def _load_error(what: str, name: str, exc: Exception) -> ModelError:
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     """Check model paths before anything loads: a local folder must exist and hold a model; a hub id
     must be in the local cache when ``HF_HUB_OFFLINE`` is set."""
-    from ft.errors import ConfigError
+    from ft.errors import ConfigError, did_you_mean
+    from ft.schema import ATTENTION_IMPLEMENTATIONS
 
+    attention = cfg.model.attn_implementation
+    if attention and attention not in ATTENTION_IMPLEMENTATIONS and "/" not in attention:
+        raise ConfigError(f"model.attn_implementation={attention!r}: unknown attention"
+                          f"{did_you_mean(attention, ATTENTION_IMPLEMENTATIONS)}; expected one of "
+                          f"{', '.join(ATTENTION_IMPLEMENTATIONS)}, or a hub kernel 'org/repo'")
     for key in ("name_or_path", "tokenizer"):
-        name = cfg.model.get(key)
+        name = getattr(cfg.model, key)
         if not name or name in BUILTIN_MODELS:
             continue
         try:
@@ -119,7 +125,7 @@ def load_tokenizer(ctx: RunContext) -> Any:
     name = resolve_model_path(model_cfg.tokenizer or model_cfg.name_or_path)
     try:
         tokenizer = from_pretrained_offline_first(
-            AutoTokenizer, name, revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code)
+            AutoTokenizer, name, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
         )
     except (OSError, ValueError) as exc:
         raise _load_error("tokenizer", name, exc) from exc
@@ -144,7 +150,7 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
     name = resolve_model_path(model_cfg.name_or_path)
     kwargs: dict[str, Any] = {
         "revision": model_cfg.revision,
-        "trust_remote_code": bool(model_cfg.trust_remote_code),
+        "trust_remote_code": model_cfg.trust_remote_code,
         "dtype": torch_dtype(model_cfg.dtype),
     }
     if model_cfg.attn_implementation:
@@ -160,3 +166,26 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
     return model
+
+
+@hookimpl(trylast=True)
+def load_reference_model(ctx: RunContext, role: str, source: str | None) -> Any:
+    """A frozen copy of the model as it starts training (``source=None``), or the model ``source``
+    names (a folder or a cached hub id), loaded like the trained model: same dtype, offline-first."""
+    if source is None:
+        import copy
+
+        reference = copy.deepcopy(ctx.model)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        name = resolve_model_path(source)
+        try:
+            reference = from_pretrained_offline_first(AutoModelForCausalLM, name, dtype=torch_dtype(ctx.cfg.model.dtype),
+                                                      trust_remote_code=ctx.cfg.model.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise _load_error(f"{role} model", name, exc) from exc
+    reference.eval()
+    reference.requires_grad_(False)
+    ctx.reference_model = reference
+    return reference

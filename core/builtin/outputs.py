@@ -1,4 +1,9 @@
-"""Builtin plugin: the run's outputs (metrics as JSON lines, training, final model, loss curve)."""
+"""Builtin plugin: the kernel's training fallbacks and the run's outputs.
+
+Fallbacks (``trylast``, claiming no capability): the arguments class (``TrainingArguments``), the
+loss (the method's own), the training loop (``trainer.train``) and saving the final model. Outputs:
+metrics as JSON lines, the loss curve.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from ft.plugins import PluginInfo
 
 FT_PLUGIN = PluginInfo(
     name="outputs",
-    description="Writes metrics.jsonl, runs training, saves the final model and loss.png",
+    description="Training fallbacks (arguments class, loss, loop, save) and outputs (metrics.jsonl, loss.png)",
     always_active=True,
 )
 
@@ -47,6 +52,19 @@ def callbacks(ctx: RunContext) -> list[Any]:
 
 
 @hookimpl(trylast=True)
+def training_args_class(ctx: RunContext) -> type:
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+@hookimpl(trylast=True)
+def loss(ctx: RunContext, call: Any) -> Any:
+    """The method's own loss, innermost in the chain that loss kernels replace and wrappers extend."""
+    return call.method_loss()
+
+
+@hookimpl(trylast=True)
 def run_training(ctx: RunContext) -> Any:
     resume = ctx.cfg.run.resume_from
     if resume == "last":
@@ -56,15 +74,21 @@ def run_training(ctx: RunContext) -> Any:
 
 @hookimpl(trylast=True)
 def save_model(ctx: RunContext, output_dir: str) -> bool:
-    """Save into a temporary folder first so a crash never leaves a half-written model."""
+    """Save into a temporary folder first so a crash never leaves a half-written model.
+
+    Every rank calls ``trainer.save_model`` (gathering sharded weights is collective); it writes on
+    rank 0 only, which then adds the tokenizer and renames the folder into place.
+    """
     final = Path(output_dir)
     partial = final.with_name(final.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    if ctx.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
     ctx.trainer.save_model(str(partial))
-    if ctx.tokenizer is not None:
-        ctx.tokenizer.save_pretrained(str(partial))
-    (partial / "training_args.bin").unlink(missing_ok=True)
-    partial.rename(final)
+    if ctx.is_main:
+        if ctx.tokenizer is not None:
+            ctx.tokenizer.save_pretrained(str(partial))
+        (partial / "training_args.bin").unlink(missing_ok=True)
+        partial.rename(final)
     return True
 
 
@@ -79,7 +103,14 @@ def plot_losses(records: list[dict[str, Any]], out: Path, title: str = "") -> bo
     """Draw training (and eval) loss against step into ``out``; False when there is nothing to plot."""
     train = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
     evals = [(r["step"], r["eval_loss"]) for r in records if isinstance(r.get("eval_loss"), (int, float))]
-    if not train and not evals:
+    curves = [c for c in (("train loss", train), ("eval loss", evals)) if c[1]]
+    return plot_curves(curves, out, title=title or "ft run", ylabel="loss")
+
+
+def plot_curves(curves: list[tuple[str, list[tuple[float, float]]]], out: Path, title: str, ylabel: str,
+                xlabel: str = "step") -> bool:
+    """Draw labelled (x, y) curves into a PNG; False (and no file) when there is nothing to draw."""
+    if not curves:
         return False
     import matplotlib
 
@@ -87,15 +118,13 @@ def plot_losses(records: list[dict[str, Any]], out: Path, title: str = "") -> bo
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss", marker="." if len(train) < 30 else None)
-    if evals:
-        ax.plot(*zip(*evals), label="eval loss", marker="o")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title or "ft run")
+    for label, points in curves:
+        ax.plot(*zip(*points), label=label, marker="." if len(points) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

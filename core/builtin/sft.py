@@ -11,20 +11,20 @@ from ft.plugins import PluginInfo
 FT_PLUGIN = PluginInfo(
     name="sft",
     description="Supervised fine-tuning: next-token loss on trained tokens (method=sft)",
+    traits={"method/sft": ("packable", "token_loss")},
 )
 BUILTIN_OPTIONS = ("method/sft",)
 
 
 @hookimpl(trylast=True)
 def create_trainer(ctx: RunContext) -> Any:
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from ft.training import ft_trainer_class
 
-    trainer_cls = ft_trainer_class(Trainer)
-    return trainer_cls(
+    return ft_trainer_class(Trainer)(
         model=ctx.model,
-        args=TrainingArguments(**ctx.training_args),
+        args=ctx.args,
         train_dataset=ctx.datasets.train,
         eval_dataset=ctx.datasets.eval,
         data_collator=ctx.data_collator,

@@ -79,7 +79,11 @@ class PreparedData:
 
 
 def plain(node: Any) -> Any:
-    """A plain dict/list copy of an OmegaConf node (or the value itself)."""
+    """A plain dict/list copy of a typed config section or an OmegaConf node (or the value itself)."""
+    from ft.schema import ConfigSection, to_plain
+
+    if isinstance(node, ConfigSection) or (hasattr(node, "__dataclass_fields__") and not isinstance(node, type)):
+        return to_plain(node)
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 

@@ -9,8 +9,7 @@ import csv
 from dataclasses import dataclass
 from typing import Any
 
-from ft import PluginInfo, hookimpl
-from ft.errors import ConfigError
+from ft.api import PluginInfo, bounded, hookimpl
 
 FT_PLUGIN = PluginInfo(name="csv_logger", description="Writes every logged metric to a CSV file (logger=csv)")
 
@@ -20,7 +19,7 @@ class CsvLoggerConfig:
     """Schema of ``logger=csv``: ft rejects unknown keys and wrong types before a run starts."""
 
     file: str = "metrics.csv"
-    every_n_steps: int = 1
+    every_n_steps: int = bounded(1, ge=1)  # ft validate refuses 0 or less with one line
 
 
 @hookimpl
@@ -29,17 +28,11 @@ def config_schemas() -> dict[str, type]:
 
 
 @hookimpl
-def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
-    if cfg.logger.every_n_steps < 1:
-        raise ConfigError(f"logger.every_n_steps={cfg.logger.every_n_steps} is not valid: expected an integer >= 1")
-
-
-@hookimpl
 def callbacks(ctx: Any) -> list[Any]:
     from transformers import TrainerCallback
 
     path = ctx.run_dir / ctx.cfg.logger.file
-    every = int(ctx.cfg.logger.every_n_steps)
+    every = ctx.cfg.logger.every_n_steps
 
     class CsvCallback(TrainerCallback):
         """Appends one row per log event; the header grows as new metric names appear."""
@@ -48,7 +41,7 @@ def callbacks(ctx: Any) -> list[Any]:
             self.rows: list[dict[str, Any]] = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if not logs or (state.global_step % every and state.global_step != state.max_steps):
+            if not logs or not state.is_world_process_zero or (state.global_step % every and state.global_step != state.max_steps):
                 return
             self.rows.append({"step": state.global_step, **logs})
             names = list(dict.fromkeys(k for row in self.rows for k in row))

@@ -12,8 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ft.builtin.generate import ADAPTER_RECORD
-from ft.errors import ConfigError
+from ft.api import ADAPTER_RECORD, ConfigError
 
 from ft_lora.schema import (
     ALL_LINEAR,
@@ -68,15 +67,15 @@ def lora_config(adapter: Any) -> Any:
     targets = adapter.target_modules
     return LoraConfig(
         task_type="CAUSAL_LM",
-        r=int(adapter.r),
+        r=adapter.r,
         lora_alpha=adapter.alpha,
-        lora_dropout=float(adapter.dropout),
+        lora_dropout=adapter.dropout,
         target_modules=ALL_LINEAR if isinstance(targets, str) else [str(t) for t in targets],
         exclude_modules=[str(m) for m in adapter.exclude_modules] if adapter.exclude_modules else None,
         modules_to_save=[str(m) for m in adapter.modules_to_save] if adapter.modules_to_save else None,
         bias=str(adapter.bias),
-        use_dora=bool(adapter.use_dora),
-        use_rslora=bool(adapter.use_rslora),
+        use_dora=adapter.use_dora,
+        use_rslora=adapter.use_rslora,
         init_lora_weights=peft_init_value(str(adapter.init)),
     )
 
@@ -134,7 +133,7 @@ def save_initial_adapter(model: Any, folder: Path) -> None:
 
 def base_model_path(ctx: Any) -> str:
     """The real folder (or hub id) of the run's base model, never a ``builtin:`` alias."""
-    from ft.builtin.model import resolve_model_path
+    from ft.api import resolve_model_path
 
     return resolve_model_path(str(ctx.cfg.model.name_or_path))
 

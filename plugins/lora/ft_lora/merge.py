@@ -18,9 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ft.builtin.generate import ADAPTER_RECORD as FT_ADAPTER_FILE
-from ft.builtin.generate import quantization_config
-from ft.errors import FtUserError
+from ft.api import ADAPTER_RECORD as FT_ADAPTER_FILE
+from ft.api import FtUserError, quantization_config
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -30,7 +29,7 @@ class MergeError(FtUserError):
 
 
 def merge_command() -> Any:
-    from ft.cli import Command
+    from ft.api import Command
 
     return Command(
         name="merge",
@@ -72,7 +71,7 @@ def run_config(adapter_dir: Path) -> dict[str, Any]:
 
 def describe_base(adapter_dir: Path, base_arg: str | None) -> tuple[str, dict[str, Any] | None, str]:
     """The base model to merge into, how it was quantised while training, and the run's dtype."""
-    from ft.builtin.model import resolve_model_path
+    from ft.api import resolve_model_path
 
     record: dict[str, Any] = {}
     if (adapter_dir / FT_ADAPTER_FILE).is_file():

@@ -1,12 +1,12 @@
 """ft-lora's hooks: ``adapter=lora`` wraps the model with a PEFT LoRA adapter; ``ft merge`` folds it in.
 
 Lifecycle: ``validate_config`` checks the adapter keys (and, for a local model folder, that every
-target module exists) before anything loads; ``post_model_load`` wraps ``ctx.model`` in a
-``PeftModel`` so that only adapter weights train; ``post_save`` makes the saved adapter folder
+target module exists) before anything loads; ``adapt_model`` (the model's *adapt* phase) wraps
+``ctx.model`` in a ``PeftModel`` so that only adapter weights train; ``post_save`` makes the saved adapter folder
 loadable by plain PEFT (real base path) and records what ``ft merge`` needs.
 
 Other plugins build on this one by declaring ``requires=("lora",)`` (ft-qlora does): they see the
-same ``adapter.*`` keys and may prepare the base model before this plugin wraps it.
+same ``adapter.*`` keys and prepare the base model in the *prepare* phase, before this plugin wraps it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft import hookimpl
-from ft.plugins import PluginInfo
+from ft.api import PluginInfo, hookimpl
 
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 
@@ -52,11 +51,11 @@ def cli_commands() -> list[Any]:
 
 
 @hookimpl
-def post_model_load(ctx: Any) -> None:
+def adapt_model(ctx: Any) -> None:
     from ft_lora.adapter import wrap_model
 
     ctx.model = wrap_model(ctx.model, ctx.cfg.adapter, Path(ctx.run_dir),
-                           gradient_checkpointing=bool(ctx.cfg.trainer.gradient_checkpointing))
+                           gradient_checkpointing=ctx.cfg.trainer.gradient_checkpointing)
 
 
 @hookimpl

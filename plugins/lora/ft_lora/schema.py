@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ft.errors import ConfigError, did_you_mean
-from ft.schema import path_field
+from ft.api import ConfigError, bounded, did_you_mean, path_field
 
 #: ``adapter.init`` values and the PEFT ``init_lora_weights`` they stand for.
 INIT_CHOICES = ("default", "gaussian", "orthogonal", "pissa", "pissa_niter_<N>", "olora")
@@ -21,9 +20,9 @@ ALL_LINEAR = "all-linear"
 class LoraAdapterConfig:
     """``adapter=lora``: every key of ``ft_lora/conf/adapter/lora.yaml``."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, ge=1)
+    alpha: int = bounded(32, gt=0)
+    dropout: float = bounded(0.05, ge=0, lt=1)
     target_modules: list[str] | str = ALL_LINEAR
     exclude_modules: list[str] | None = None
     modules_to_save: list[str] | None = None
@@ -46,12 +45,7 @@ def is_base_rewriting(init: str) -> bool:
 
 def check_adapter_values(adapter: Any) -> None:
     """Cross-field rules of ``adapter.*`` a schema cannot express; one-line :class:`ConfigError`."""
-    if int(adapter.r) < 1:
-        raise ConfigError(f"adapter.r={adapter.r} is not valid: expected a rank of at least 1")
-    if float(adapter.alpha) <= 0:
-        raise ConfigError(f"adapter.alpha={adapter.alpha} is not valid: expected a positive number")
-    if not 0.0 <= float(adapter.dropout) < 1.0:
-        raise ConfigError(f"adapter.dropout={adapter.dropout} is not valid: expected a number in [0, 1)")
+    # r >= 1, alpha > 0 and dropout in [0, 1) are the schema's bounds.
     targets = adapter.target_modules
     if isinstance(targets, str) and targets != ALL_LINEAR:
         raise ConfigError(
@@ -60,17 +54,17 @@ def check_adapter_values(adapter: Any) -> None:
         )
     if not isinstance(targets, str) and not list(targets):
         raise ConfigError(f"adapter.target_modules=[] is not valid: name at least one module, or use {ALL_LINEAR}")
-    init = str(adapter.init)
+    init = adapter.init
     if init not in ("default", "gaussian", "orthogonal", "olora", "pissa") and not re.fullmatch(r"pissa_niter_\d+", init):
         named = [c for c in INIT_CHOICES if "<" not in c]
         raise ConfigError(
             f"adapter.init={init!r} is not valid{did_you_mean(init, named)}: expected one of "
             f"{', '.join(INIT_CHOICES)}"
         )
-    if init == "orthogonal" and int(adapter.r) % 2:
+    if init == "orthogonal" and adapter.r % 2:
         raise ConfigError(f"adapter.init=orthogonal needs an even rank, got adapter.r={adapter.r}")
     if adapter.continue_from is not None:
-        adapter_folder(str(adapter.continue_from), "adapter.continue_from")
+        adapter_folder(adapter.continue_from, "adapter.continue_from")
 
 
 def adapter_folder(path: str, key: str) -> Path:

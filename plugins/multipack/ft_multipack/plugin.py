@@ -1,6 +1,7 @@
 """ft-multipack's hooks: ``packing=multipack`` packs rows into full sequences, each row isolated.
 
-Lifecycle: ``validate_config`` checks the keys and that the method is SFT; ``collator`` (after the
+Lifecycle: the kernel refuses a method that is not ``packable`` (``requires_traits``); ``validate_config``
+checks the attention keys; ``collator`` (after the
 model is loaded) picks how rows are kept apart in attention and checks it on the real model with a
 two-row forward pass (``per_row`` switches the model to a registered attention function, and
 ``post_train`` switches it back); ``batch_sampler`` packs the train split (and the eval split, in order) and logs
@@ -17,12 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Any
 
-from ft import hookimpl
-from ft.errors import ConfigError
-from ft.plugins import PluginInfo
+from ft.api import ConfigError, PluginInfo, hookimpl
 
 from ft_multipack.schema import MultipackConfig, check_packing_values
 
@@ -30,6 +28,7 @@ FT_PLUGIN = PluginInfo(
     name="multipack",
     description="Sample packing (packing=multipack): rows share full sequences, isolated in attention and loss",
     capabilities=("collator", "batch_sampler"),
+    requires_traits=("packable",),
 )
 
 log = logging.getLogger("ft")
@@ -86,7 +85,7 @@ def collator(ctx: Any) -> Any:
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None) or torch.float32
     pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
-    wanted = str(packing.attention)
+    wanted = packing.attention
     if wanted == "per_row" and implementation != "sdpa":
         raise ConfigError(f"packing.attention=per_row runs sdpa row by row, but the model uses {implementation} "
                           "attention; set model.attn_implementation=sdpa or packing.attention=auto")
@@ -97,7 +96,7 @@ def collator(ctx: Any) -> Any:
             use_attention(model, PER_ROW)
         built = PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",
                                attn_implementation=implementation, mask_dtype=dtype,
-                               pad_to_multiple_of=int(packing.pad_to_multiple_of))
+                               pad_to_multiple_of=packing.pad_to_multiple_of)
         gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
         if gaps[mode] <= _tolerance(dtype):
             log.info("packing: attention=%s (%s; model attention %s); a row's logits packed and alone differ by %.1e",
@@ -159,41 +158,32 @@ def _inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
             for key, value in batch.items() if key != "labels"}
 
 
-def _world() -> tuple[int, int]:
-    """(number of ranks, this rank): from torch.distributed when it is up, else the launcher's env."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-
-
 @hookimpl
 def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
-    from ft.context import Batching
+    from ft.api import Batching
 
     from ft_multipack.sampler import MultipackBatchSampler, PackedRows, row_lengths
 
     packing = ctx.cfg.packing
     if split == "eval" and not packing.eval:
         return None
-    capacity = int(ctx.cfg.data.sequence_len)
+    capacity = ctx.cfg.data.sequence_len
     lengths = row_lengths(dataset)
     longest = int(lengths.max()) if len(lengths) else 0
     if longest > capacity:
         raise ConfigError(f"the {split} split has a row of {longest} tokens, longer than data.sequence_len={capacity}; "
                           "set data.too_long=drop or truncate, or raise data.sequence_len")
-    world, rank = _world()
+    world, rank = ctx.world_size, ctx.rank
     trainer = ctx.cfg.trainer
-    sampler = MultipackBatchSampler(lengths, capacity, int(trainer.micro_batch_size), seed=int(ctx.cfg.seed),
-                                    shuffle=split == "train", group_size=int(packing.group_size),
+    sampler = MultipackBatchSampler(lengths, capacity, trainer.micro_batch_size, seed=ctx.cfg.seed,
+                                    shuffle=split == "train", group_size=packing.group_size,
                                     num_replicas=world, rank=rank)
     summary = sampler.report()
     line = f"packing ({split}): {summary.describe()}"
     if split == "train":
-        accumulation = int(trainer.gradient_accumulation_steps)
+        accumulation = trainer.gradient_accumulation_steps
         steps = math.ceil(len(sampler) / accumulation)
-        per_batch = int(trainer.micro_batch_size)
+        per_batch = trainer.micro_batch_size
         line += (f"; {len(sampler)} batches of {per_batch} pack{'s' if per_batch > 1 else ''} per rank"
                  f" ({world} rank{'s' if world > 1 else ''}), {steps} optimizer steps per epoch")
     log.info(line)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ft.context import DatasetBundle, RunContext
-from ft.errors import DataError
+from ft.api import DataError, DatasetBundle, RunContext, load_preference_rows, read_rows, to_plain
 from ft_preference.render import Renderer, apply_length_limits
 from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired, split_by_prompt
 
@@ -27,11 +26,8 @@ CONVERTED = ("gsm8k", "dialogue")
 
 
 def plain_config(section: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(section, DictConfig):
-        return OmegaConf.to_container(section, resolve=True)
-    return dict(section)
+    """The typed ``data`` section as a plain dict (the kernel's row loader takes mappings)."""
+    return to_plain(section) if not isinstance(section, dict) else dict(section)
 
 
 def source_shape(data: dict[str, Any], path: str | None) -> str:
@@ -41,8 +37,6 @@ def source_shape(data: dict[str, Any], path: str | None) -> str:
         fmt = "auto"
     if fmt != "auto":
         return fmt
-    from ft.data import read_rows
-
     if not path:  # data.datasets: look at the first local dataset; the kernel reads them all
         entries = data.get("datasets") or []
         try:
@@ -58,8 +52,6 @@ def source_shape(data: dict[str, Any], path: str | None) -> str:
 
 def load_split(data: dict[str, Any], path: str | None, kind: str, seed: int, which: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Checked canonical rows of ``kind`` from one source (``data.path`` or ``data.val_path``)."""
-    from ft.data import load_preference_rows, read_rows
-
     shape = source_shape(data, path)
     if shape == "unpaired" and kind == "paired":
         raise DataError(
@@ -103,8 +95,6 @@ def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
     if data.get("val_path"):
         eval_rows, eval_stats = load_split(data, data["val_path"], kind, seed, "eval")
     elif data.get("val_datasets"):
-        from ft.data import load_preference_rows
-
         loaded = load_preference_rows({**data, "datasets": data["val_datasets"], "path": None, "val_size": 0.0,
                                        "val_datasets": [], "max_rows": None}, "unpaired" if kind == "unpaired" else "pairwise", seed)
         eval_rows, eval_stats = loaded.train, dict(loaded.stats)
@@ -120,7 +110,7 @@ def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
 
     def finish(canonical: list[dict[str, Any]], split_stats: dict[str, Any]) -> Any:
         text_rows = apply_length_limits([renderer.row(r) for r in canonical], ctx.tokenizer,
-                                        method.get("max_prompt_length"), method.get("max_completion_length"),
+                                        method.max_prompt_length, method.max_completion_length,
                                         split_stats)
         split_stats["rows"] = len(text_rows)
         return Dataset.from_list(text_rows) if text_rows else None

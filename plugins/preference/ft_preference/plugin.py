@@ -1,22 +1,26 @@
 """Hook implementations of ft-preference: ``method=dpo|ipo|kto|orpo|simpo`` on TRL's trainers.
 
 Selecting a method also selects ``data=preference`` (the method options' defaults list does it), so
-``ft run +method=dpo data.path=pairs.jsonl`` needs nothing else. torch, trl and peft are imported only
-inside hooks that run during training: ``ft validate`` stays fast and torch-free.
+``ft run +method=dpo data.path=pairs.jsonl`` needs nothing else (a method trains only on preference
+rows, so its option requires the data option through Hydra's defaults list). The methods declare their
+traits (they compute their own logits; DPO, IPO and KTO need a reference), so ``packing=multipack`` and
+loss kernels refuse them at ``ft validate``. torch, trl and peft are imported only inside hooks that run
+during training: ``ft validate`` stays fast and torch-free.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ft import PluginInfo, hookimpl
-from ft.context import RunContext
-from ft.errors import ConfigError
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
+_WITH_REFERENCE = ("computes_own_logits", "needs_reference")
 FT_PLUGIN = PluginInfo(
     name="preference",
     description="Preference fine-tuning on TRL: method=dpo, ipo, kto, orpo, simpo (with data=preference)",
     capabilities=("trainer", "dataset"),
+    traits={"method/dpo": _WITH_REFERENCE, "method/ipo": _WITH_REFERENCE, "method/kto": _WITH_REFERENCE,
+            "method/orpo": ("computes_own_logits",), "method/simpo": ("computes_own_logits",)},
 )
 
 
@@ -44,35 +48,24 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
                 f"not method={choices.get('method')}"
             )
         return
-    section = cfg.method
-    for key in ("beta",):
-        if float(section[key]) <= 0:
-            raise ConfigError(f"method.{key}={section[key]} is not valid: expected a number > 0")
-    for key in ("max_length", "max_prompt_length", "max_completion_length"):
-        if section.get(key) is not None and int(section[key]) < 1:
-            raise ConfigError(f"method.{key}={section[key]} is not valid: expected an integer >= 1 or null")
-    if section.get("max_prompt_length") and section.get("max_length") and section.max_prompt_length >= section.max_length:
+    section = cfg.method  # ranges (beta > 0, lengths >= 1, label_smoothing in [0, 0.5)) are the schema's
+    if section.max_prompt_length and section.max_length and section.max_prompt_length >= section.max_length:
         raise ConfigError(
             f"method.max_prompt_length={section.max_prompt_length} must be below method.max_length="
             f"{section.max_length}, or no completion token fits"
         )
-    if "label_smoothing" in section and not 0.0 <= float(section.label_smoothing) < 0.5:
-        raise ConfigError(f"method.label_smoothing={section.label_smoothing} is not valid: expected a number in [0, 0.5)")
-    if method == "dpo" and section.loss_type == "exo_pair" and float(section.label_smoothing) == 0.0:
+    if method == "dpo" and section.loss_type == "exo_pair" and section.label_smoothing == 0.0:
         raise ConfigError("method.loss_type=exo_pair needs method.label_smoothing > 0 (the EXO paper uses 1e-3)")
-    if method == "kto" and int(cfg.trainer.micro_batch_size) < 2:
+    if method == "kto" and cfg.trainer.micro_batch_size < 2:
         raise ConfigError(
             f"trainer.micro_batch_size={cfg.trainer.micro_batch_size}: method=kto needs at least 2 rows a batch "
             f"(its KL estimate pairs each completion with another row's prompt)"
         )
-    data = cfg.data
-    if data.get("val_size") is not None and float(data.val_size) < 0:
-        raise ConfigError(f"data.val_size={data.val_size} is not valid: expected a fraction or a count >= 0")
 
 
 @hookimpl
 def cli_commands() -> list[Any]:
-    from ft.cli import Command
+    from ft.api import Command
     from ft_preference import cli
 
     return [Command("prefs", "convert or check preference data (HH-RLHF, GSM8K solutions, KTO rows)",
@@ -87,14 +80,18 @@ def prepare_dataset(ctx: RunContext) -> Any:
     return prepare(ctx, spec_for(ctx).kind)
 
 
-@hookimpl(trylast=True)
-def load_reference_model(ctx: RunContext, role: str) -> Any:
-    """Fallback reference for a full fine-tune: a frozen copy of the model as it starts training."""
-    from ft_preference.trainers import frozen_copy, is_peft_model
+@hookimpl
+def training_args(ctx: RunContext) -> dict[str, Any]:
+    from ft_preference.trainers import method_arguments
 
-    if role != "reference" or is_peft_model(ctx.model):
-        return None
-    return frozen_copy(ctx.model)
+    return method_arguments(ctx)
+
+
+@hookimpl
+def training_args_class(ctx: RunContext) -> type:
+    from ft_preference.trainers import config_class
+
+    return config_class(ctx)
 
 
 @hookimpl
@@ -109,18 +106,18 @@ def post_trainer_create(ctx: RunContext) -> None:
     from ft_preference.report import evaluate_before
 
     state = ctx.extras.setdefault("preference", {})
-    if ctx.datasets.eval is not None and ctx.cfg.method.get("eval_before", True):
+    if ctx.datasets.eval is not None and ctx.cfg.method.eval_before:
         state["before"] = evaluate_before(ctx.trainer)
 
 
 @hookimpl
 def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
-    from ft.builtin.outputs import read_metrics
+    from ft.api import read_metrics
     from ft_preference.report import plot_rewards, summarise
 
     state = ctx.extras.setdefault("preference", {})
     lines = summarise(metrics, state.get("before"), ctx.trainer.state.log_history)
-    plotted = ctx.cfg.run.plot and plot_rewards(read_metrics(ctx.metrics_path), ctx.run_dir / "rewards.png",
+    plotted = ctx.is_main and ctx.cfg.run.plot and plot_rewards(read_metrics(ctx.metrics_path), ctx.run_dir / "rewards.png",
                                                 title=f"{ctx.run_dir.name} ({ctx.choices['method']})")
     if lines or plotted:
         header = f"preference ({ctx.choices['method']})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ft.errors import DataError
+from ft.api import DataError
 
 
 class Renderer:

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ft.errors import DataError
+from ft.api import DataError
 
 FORMATS = ("paired", "unpaired", "dialogue", "gsm8k")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"

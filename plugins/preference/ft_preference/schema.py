@@ -9,11 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import ft.schema
-from ft.schema import path_field
-
-#: One entry of ``data.datasets``: the kernel's dataset schema (any mapping on older kernels).
-DatasetEntry = getattr(ft.schema, "DatasetConfig", dict)
+from ft.api import DatasetConfig as DatasetEntry  # one entry of ``data.datasets``: the kernel's schema
+from ft.api import bounded, path_field
 
 #: The loss variants TRL 1.16's DPOTrainer implements (``DPOConfig.loss_type``).
 DpoLossType = Literal[
@@ -26,9 +23,9 @@ DpoLossType = Literal[
 class _Lengths:
     """Token limits shared by every method (applied by ft's data stage and by TRL)."""
 
-    max_length: int | None = 512
-    max_prompt_length: int | None = None
-    max_completion_length: int | None = None
+    max_length: int | None = bounded(512, ge=1)
+    max_prompt_length: int | None = bounded(None, ge=1)
+    max_completion_length: int | None = bounded(None, ge=1)
 
 
 @dataclass
@@ -36,9 +33,9 @@ class DpoConfig(_Lengths):
     """``method=dpo``: Direct Preference Optimization against a frozen reference."""
 
     name: str = "dpo"
-    beta: float = 0.1
+    beta: float = bounded(0.1, gt=0)
     loss_type: DpoLossType = "sigmoid"
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, lt=0.5)
     precompute_ref_log_probs: bool = False
     reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
@@ -49,7 +46,7 @@ class IpoConfig(_Lengths):
     """``method=ipo``: Identity Preference Optimization (DPO's trainer with the IPO loss)."""
 
     name: str = "ipo"
-    beta: float = 0.1
+    beta: float = bounded(0.1, gt=0)
     precompute_ref_log_probs: bool = False
     reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
@@ -60,10 +57,10 @@ class KtoConfig(_Lengths):
     """``method=kto``: Kahneman-Tversky Optimization on completions labelled good or bad."""
 
     name: str = "kto"
-    beta: float = 0.1
+    beta: float = bounded(0.1, gt=0)
     loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
-    desirable_weight: float = 1.0
-    undesirable_weight: float = 1.0
+    desirable_weight: float = bounded(1.0, gt=0)
+    undesirable_weight: float = bounded(1.0, gt=0)
     precompute_ref_log_probs: bool = False
     reference_adapter: Literal["auto", "base", "copy"] = "auto"
     eval_before: bool = True
@@ -74,7 +71,7 @@ class OrpoConfig(_Lengths):
     """``method=orpo``: Odds Ratio Preference Optimization (SFT + odds-ratio term, no reference)."""
 
     name: str = "orpo"
-    beta: float = 0.1
+    beta: float = bounded(0.1, gt=0)
     eval_before: bool = True
 
 
@@ -83,10 +80,10 @@ class SimpoConfig(_Lengths):
     """``method=simpo``: SimPO, length-normalised rewards with a target margin (TRL's CPO trainer)."""
 
     name: str = "simpo"
-    beta: float = 2.0
-    gamma: float = 1.0
-    cpo_alpha: float = 0.0
-    label_smoothing: float = 0.0
+    beta: float = bounded(2.0, gt=0)
+    gamma: float = bounded(1.0, ge=0)
+    cpo_alpha: float = bounded(0.0, ge=0)
+    label_smoothing: float = bounded(0.0, ge=0, lt=0.5)
     eval_before: bool = True
 
 
@@ -99,16 +96,16 @@ class PreferenceDataConfig:
     datasets: list[DatasetEntry] = field(default_factory=list)
     val_path: str | None = path_field()
     val_datasets: list[DatasetEntry] = field(default_factory=list)
-    val_size: float = 0.1
-    max_rows: int | None = None
-    max_eval_rows: int | None = None
+    val_size: float = bounded(0.1, ge=0)
+    max_rows: int | None = bounded(None, ge=1)
+    max_eval_rows: int | None = bounded(None, ge=1)
     shuffle: bool = True
     seed: int | None = None
     bad_rows: Literal["error", "drop"] = "error"
     message_property_mappings: dict[str, str] | None = None
     roles: dict[str, list[str]] | None = None
     text_as_chat: bool = False
-    max_pairs_per_prompt: int = 4
+    max_pairs_per_prompt: int = bounded(4, ge=1)
 
 
 METHOD_SCHEMAS: dict[str, type] = {

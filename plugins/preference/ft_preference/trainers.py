@@ -1,9 +1,10 @@
 """Build TRL's preference trainers from ft's config: one table of methods, one builder.
 
-Every trainer is ``ft.training.ft_trainer_class(TRLTrainer)``, so ft's ``loss``, ``optimizer`` and
-``lr_scheduler`` hooks keep working on top of TRL. The TRL config (``DPOConfig``...) starts from the
-kernel's training arguments (``ctx.training_args``, from the ``trainer`` and ``optim`` groups) and
-adds the method's own knobs. TRL defaults that do not fit the machine (bf16 autocast and gradient
+Every trainer is ``ft.api.ft_trainer_class(TRLTrainer)``, so ft's ``loss``, ``optimizer`` and
+``lr_scheduler`` hooks keep working on top of TRL. The TRL config class (``DPOConfig``...) is this
+plugin's ``training_args_class``, and the method's own knobs are its ``training_args`` fragment, so
+the kernel builds the arguments (``ctx.args``) from the ``trainer`` and ``optim`` groups plus these
+before the model loads. TRL defaults that do not fit the machine (bf16 autocast and gradient
 checkpointing are on by default in TRL, even on CPU) are set from ft's ``trainer.precision`` and
 ``trainer.gradient_checkpointing``, so ``ft run`` behaves the same for every method.
 """
@@ -17,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from ft.context import RunContext
+from ft.api import PluginError, RunContext
 
 log = logging.getLogger("ft")
 
@@ -56,38 +57,42 @@ def _load(ref: str) -> Any:
 
 
 def method_fields(name: str, method: Any) -> dict[str, Any]:
-    """The TRL config fields of one method, from its ``method`` config section."""
-    fields: dict[str, Any] = {"beta": float(method.beta), "max_length": method.max_length}
+    """The TRL config fields of one method, from its typed ``method`` config section."""
+    fields: dict[str, Any] = {"beta": method.beta, "max_length": method.max_length}
     if name == "dpo":
-        fields.update(loss_type=[method.loss_type], label_smoothing=float(method.label_smoothing))
+        fields.update(loss_type=[method.loss_type], label_smoothing=method.label_smoothing)
     elif name == "ipo":
         fields.update(loss_type=["ipo"])
     elif name == "kto":
-        fields.update(loss_type=method.loss_type, desirable_weight=float(method.desirable_weight),
-                      undesirable_weight=float(method.undesirable_weight))
+        fields.update(loss_type=method.loss_type, desirable_weight=method.desirable_weight,
+                      undesirable_weight=method.undesirable_weight)
     elif name == "simpo":
-        fields.update(loss_type="simpo", simpo_gamma=float(method.gamma), cpo_alpha=float(method.cpo_alpha),
-                      label_smoothing=float(method.label_smoothing))
+        fields.update(loss_type="simpo", simpo_gamma=method.gamma, cpo_alpha=method.cpo_alpha,
+                      label_smoothing=method.label_smoothing)
     if METHODS[name].needs_reference:
-        fields["precompute_ref_log_probs"] = bool(method.precompute_ref_log_probs)
+        fields["precompute_ref_log_probs"] = method.precompute_ref_log_probs
     return fields
 
 
-def trl_arguments(ctx: RunContext, config_cls: type) -> dict[str, Any]:
-    """Keyword arguments of the TRL config: the kernel's training arguments plus the method's fields."""
-    spec = spec_for(ctx)
-    trainer_cfg = ctx.cfg.trainer
-    kwargs = dict(ctx.training_args)
-    # TRL turns these on by default (even on CPU); ft's config decides, the same for every method.
-    checkpointing = bool(kwargs.get("gradient_checkpointing", trainer_cfg.gradient_checkpointing))
-    if "activation_checkpointing" in {f.name for f in dataclasses.fields(config_cls)}:
-        # transformers >= 5.23 reads the new name; the old one (TRL's default: True) is only a fallback.
-        kwargs.setdefault("activation_checkpointing", checkpointing)
-    else:  # pragma: no cover - older transformers
-        kwargs.setdefault("gradient_checkpointing", checkpointing)
-    kwargs.setdefault("bf16", trainer_cfg.precision == "bf16")
-    kwargs.setdefault("fp16", trainer_cfg.precision == "fp16")
-    kwargs.update(method_fields(spec.name, ctx.cfg.method))
+def config_class(ctx: RunContext) -> type:
+    """The TRL config class of the selected method (``DPOConfig``...)."""
+    return _load(spec_for(ctx).config)
+
+
+def method_arguments(ctx: RunContext) -> dict[str, Any]:
+    """The method's fields of the TRL config, plus the settings TRL defaults differently from ft.
+
+    TRL turns gradient checkpointing on by default (even on CPU); ft's ``trainer.gradient_checkpointing``
+    decides, the same for every method. bf16/fp16 come from the kernel's base arguments.
+    """
+    fields = {f.name for f in dataclasses.fields(config_class(ctx))}
+    checkpointing = ctx.cfg.trainer.gradient_checkpointing
+    kwargs: dict[str, Any] = {}
+    if "activation_checkpointing" in fields:  # transformers >= 5.23 reads the new name; the old one is a fallback
+        kwargs["activation_checkpointing"] = checkpointing
+    elif not checkpointing:  # pragma: no cover - older transformers
+        kwargs["gradient_checkpointing"] = False
+    kwargs.update(method_fields(spec_for(ctx).name, ctx.cfg.method))
     return kwargs
 
 
@@ -99,28 +104,17 @@ def is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
-def frozen_copy(model: Any) -> Any:
-    """A frozen deep copy of ``model`` (the full fine-tune reference): eval mode, no gradients."""
-    import copy
-
-    reference = copy.deepcopy(model)
-    reference.eval()
-    reference.requires_grad_(False)
-    return reference
-
-
 def build_trainer(ctx: RunContext) -> Any:
     """The ft-aware TRL trainer of the selected method, with its reference set up."""
-    from ft.training import ft_trainer_class
+    from ft.api import ft_trainer_class
 
     spec = spec_for(ctx)
     method_cfg = ctx.cfg.method
-    config_cls, trainer_cls = _load(spec.config), _load(spec.trainer)
-    args = config_cls(**trl_arguments(ctx, config_cls))
+    trainer_cls = _load(spec.trainer)
     peft = is_peft_model(ctx.model)
     kwargs: dict[str, Any] = {
         "model": ctx.model,
-        "args": args,
+        "args": ctx.args,
         "train_dataset": ctx.datasets.train,
         "eval_dataset": ctx.datasets.eval,
         "processing_class": ctx.tokenizer,
@@ -128,7 +122,7 @@ def build_trainer(ctx: RunContext) -> Any:
         "ft_ctx": ctx,
     }
     if spec.needs_reference:
-        kwargs["ref_model"] = reference_for(ctx, peft, bool(method_cfg.precompute_ref_log_probs))
+        kwargs["ref_model"] = reference_for(ctx, peft, method_cfg.precompute_ref_log_probs)
     dtypes = {name: p.dtype for name, p in ctx.model.named_parameters() if p.requires_grad}
     trainer = ft_trainer_class(trainer_cls)(**kwargs)
     restore_trainable_dtypes(ctx.model, dtypes)
@@ -160,7 +154,7 @@ def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
 
     With an adapter the reference is the base model with the adapter disabled; with precomputed
     reference log-probs TRL scores the data once with the untrained model before training starts.
-    Otherwise (full fine-tune) the ``load_reference_model`` hook provides a frozen copy.
+    Otherwise (full fine-tune) the kernel's ``load_reference_model`` hook provides a frozen copy.
     """
     if peft:
         if use_base_as_reference(ctx.model, ctx.cfg.method.reference_adapter):
@@ -171,10 +165,8 @@ def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
     if precompute:
         log.info("reference: log-probs precomputed once with the model before training (no copy kept)")
         return None
-    reference = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference")
+    reference = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference", source=None)
     if reference is None:
-        from ft.errors import PluginError
-
         raise PluginError("no plugin provided a reference model for a full fine-tune (load_reference_model)")
     ctx.reference_model = reference
     log.info("reference: a frozen copy of the model (full fine-tune)")

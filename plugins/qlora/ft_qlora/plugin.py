@@ -7,8 +7,8 @@ QLoRA builds on ft-lora through ft's own mechanisms only, never by importing it:
 * ``adapter/qlora.yaml`` lists ``lora`` in its Hydra defaults, so it inherits every LoRA key;
 * the ``config_schemas`` wrapper below takes the ``adapter/lora`` schema that ft-lora contributes and
   extends it with the quantisation keys, so both sets of keys are type-checked;
-* ``pre_model_load`` contributes the ``BitsAndBytesConfig``; ``post_model_load`` runs ``tryfirst`` so
-  that the base is prepared for k-bit training before LoRA wraps it.
+* ``pre_model_load`` contributes the ``BitsAndBytesConfig``; ``prepare_model`` (the model's *prepare*
+  phase, which comes before the *adapt* phase where LoRA wraps it) readies the base for k-bit training.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ft import hookimpl
-from ft.errors import ConfigError, PluginError
-from ft.plugins import PluginInfo
+from ft.api import ConfigError, PluginError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="qlora",
@@ -77,14 +75,14 @@ def bitsandbytes_installed() -> bool:
 @hookimpl
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     adapter = cfg.get("adapter")
-    if adapter is None or "bits" not in adapter:
+    if adapter is None or not hasattr(adapter, "bits"):
         return
     if not bitsandbytes_installed():
         raise ConfigError(
             f"adapter=qlora loads the base in {adapter.bits}-bit through bitsandbytes, which is not installed; "
             f"install it with: pip install bitsandbytes"
         )
-    init = str(adapter.get("init", "default"))
+    init = adapter.init
     if init == "olora" or init.startswith("pissa"):
         raise ConfigError(
             f"adapter.init={init} rewrites the base weights, which adapter=qlora keeps quantised and frozen; "
@@ -103,12 +101,12 @@ def bnb_config(adapter: Any) -> Any:
     from transformers import BitsAndBytesConfig
 
     skip = [str(m) for m in adapter.skip_modules] if adapter.skip_modules else None
-    if int(adapter.bits) == 8:
+    if adapter.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=str(adapter.quant_type),
-        bnb_4bit_use_double_quant=bool(adapter.double_quant),
+        bnb_4bit_use_double_quant=adapter.double_quant,
         bnb_4bit_compute_dtype=getattr(torch, str(adapter.compute_dtype)),
         bnb_4bit_quant_storage=getattr(torch, str(adapter.quant_storage)),
         llm_int8_skip_modules=skip,
@@ -150,9 +148,9 @@ def keep_training_numerics(model: Any) -> int:
     return changed
 
 
-@hookimpl(tryfirst=True)
-def post_model_load(ctx: Any) -> None:
-    """Prepare the quantised base for training before the lora plugin wraps it (hence ``tryfirst``)."""
+@hookimpl
+def prepare_model(ctx: Any) -> None:
+    """Prepare the quantised base for training (the *prepare* phase: before the lora plugin wraps it)."""
     import warnings
 
     from peft import prepare_model_for_kbit_training
@@ -164,18 +162,18 @@ def post_model_load(ctx: Any) -> None:
             "adapter=qlora: the model was not loaded quantised (the plugin that loads the model ignored "
             "quantization_config); drop the other model_loader plugin or use adapter=lora"
         )
-    if int(adapter.bits) == 8:
+    if adapter.bits == 8:
         # bitsandbytes' int8 matmul computes in float16 and says so on every call.
         warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     ctx.model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=bool(ctx.cfg.trainer.gradient_checkpointing)
+        model, use_gradient_checkpointing=ctx.cfg.trainer.gradient_checkpointing
     )
     repacking_off = keep_training_numerics(ctx.model)
     if repacking_off:
         log.info("qlora: bitsandbytes' CPU bf16 inference repacking turned off on %d layers "
                  "(it would break gradients after any evaluation)", repacking_off)
     quantized = sum(1 for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
-    if int(adapter.bits) == 4:
+    if adapter.bits == 4:
         how = (f"4-bit {adapter.quant_type}{' + double quantisation' if adapter.double_quant else ''}, "
                f"computing in {adapter.compute_dtype}")
     else:

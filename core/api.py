@@ -1,0 +1,76 @@
+"""``ft.api``: everything a plugin author imports from ft, and nothing else.
+
+First-party plugins import only this module (and ``ft.testing`` in their tests); a test enforces it.
+Names resolve lazily, so ``import ft.api`` stays cheap and torch-free (``ft validate`` imports it).
+
+Writing a plugin: docs/plugins.md. The contract: :mod:`ft.hookspecs`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> "module:attribute"
+_EXPORTS: dict[str, str] = {
+    # declaring a plugin and its hooks
+    "hookimpl": "ft:hookimpl",
+    "hookspec": "ft.hookspecs:hookspec",
+    "PluginInfo": "ft.plugins:PluginInfo",
+    "CAPABILITIES": "ft.hookspecs:CAPABILITIES",
+    "METHOD_TRAITS": "ft.hookspecs:METHOD_TRAITS",
+    "Command": "ft.cli:Command",
+    # errors (one line, exit code 2)
+    "FtUserError": "ft.errors:FtUserError",
+    "ConfigError": "ft.errors:ConfigError",
+    "PluginError": "ft.errors:PluginError",
+    "DataError": "ft.errors:DataError",
+    "did_you_mean": "ft.errors:did_you_mean",
+    # config schemas
+    "path_field": "ft.schema:path_field",
+    "bounded": "ft.schema:bounded",
+    "named": "ft.schema:named",
+    "to_plain": "ft.schema:to_plain",
+    "DatasetConfig": "ft.schema:DatasetConfig",
+    # the run and what hooks exchange
+    "RunContext": "ft.context:RunContext",
+    "DatasetBundle": "ft.context:DatasetBundle",
+    "Batching": "ft.context:Batching",
+    "LossCall": "ft.context:LossCall",
+    "LossResult": "ft.context:LossResult",
+    "merge_contributions": "ft.plugins:merge_contributions",
+    # trainers
+    "ft_trainer_class": "ft.training:ft_trainer_class",
+    "base_training_args": "ft.training:base_training_args",
+    # models
+    "resolve_model_path": "ft.builtin.model:resolve_model_path",
+    "from_pretrained_offline_first": "ft.builtin.model:from_pretrained_offline_first",
+    "ADAPTER_RECORD": "ft.builtin.generate:ADAPTER_RECORD",
+    "quantization_config": "ft.builtin.generate:quantization_config",
+    # data
+    "read_rows": "ft.data.sources:read_rows",
+    "load_preference_rows": "ft.data.preference:load_preference_rows",
+    "IGNORE_INDEX": "ft.data.formats:IGNORE_INDEX",
+    # run outputs
+    "read_metrics": "ft.builtin.outputs:read_metrics",
+    "plot_curves": "ft.builtin.outputs:plot_curves",
+    # running a lifecycle from code (tests, notebooks)
+    "prepare_run": "ft.runner:prepare_run",
+    "run_lifecycle": "ft.testing:run_lifecycle",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"ft.api has no '{name}'; public names: {', '.join(__all__)}")
+    module, attribute = target.split(":")
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,78 @@
+"""The launcher contract ft reads, and the few collective steps the lifecycle needs.
+
+ft never spawns processes here: torchrun, ``accelerate launch``, the DeepSpeed launcher, Slurm or
+Kubernetes start them and set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``.
+With more than one process, the process group is initialised through accelerate (gloo on CPU, NCCL on
+GPUs), the same state transformers' Trainer then uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def ranks_from_env() -> Ranks:
+    """The ranks the launcher set (one process when it set none)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return Ranks(rank=rank, world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
+
+
+def init_process_group(ranks: Ranks) -> None:
+    """Join the launcher's process group (through accelerate's ``PartialState``) when there are several ranks."""
+    if ranks.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()
+
+
+def broadcast_from_main(value: Any, ranks: Ranks) -> Any:
+    """Rank 0's ``value`` on every rank (the value other ranks pass is ignored)."""
+    if ranks.world_size <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value if ranks.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait for every rank."""
+    if ranks.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(ranks: Ranks) -> Iterator[None]:
+    """Rank 0 runs the block first (tokenizing into the cache); the others then run it (reading the cache)."""
+    if not ranks.is_main:
+        barrier(ranks)
+    try:
+        yield
+    finally:
+        if ranks.is_main:
+            barrier(ranks)

@@ -22,7 +22,8 @@ commands:
   run [-m] [overrides]      train (the embedded default when no overrides are given); -m sweeps
   validate [overrides]      compose and check the config, load nothing
   config show [overrides]   print the composed config
-  plugins [--json]          list installed plugins: version, hooks, options, capabilities
+  plugins [--json] [--all]  list installed plugins: version, hooks, options, capabilities, traits
+                            (--all: disabled ones too); exit 2 if one is broken
 {extra}
 global options:
   -p NAME / -p no:NAME      load / block a plugin
@@ -117,13 +118,14 @@ def _reject_flags(overrides: list[str]) -> None:
             raise FtUserError(f"unknown option '{item}'; overrides look like key=value")
 
 
-def plugin_listing(p_flags: list[str]) -> list[dict[str, Any]]:
-    """What ``ft plugins`` shows, as data (the docs' compatibility matrix is generated from it)."""
+def plugin_listing(p_flags: list[str], include_disabled: bool = False) -> list[dict[str, Any]]:
+    """What ``ft plugins`` shows, as data (the docs' compatibility matrix is generated from it).
+    Disabled plugins (``-p no:``, ``FT_PLUGINS``, autoload off) only with ``include_disabled``."""
     from ft.plugins import discover, hook_names
 
     found = discover(p_flags)
     listing = []
-    for plugin in [*found.plugins, *found.disabled]:
+    for plugin in [*found.plugins, *(found.disabled if include_disabled else [])]:
         info = plugin.info
         listing.append({
             "name": plugin.name,
@@ -147,7 +149,7 @@ def plugin_listing(p_flags: list[str]) -> list[dict[str, Any]]:
 
 def cmd_plugins(p_flags: list[str], args: list[str]) -> int:
     """List installed plugins; exit 2 when one is broken (its problem is shown in its entry)."""
-    listing = plugin_listing(p_flags)
+    listing = plugin_listing(p_flags, include_disabled="--all" in args)
     broken = [e for e in listing if e["status"] == "broken"]
     if "--json" in args:
         print(json.dumps(listing, indent=2))

@@ -187,18 +187,11 @@ def _log_parameters(model: Any) -> None:
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
 
-def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
-    from transformers import set_seed
-
-    from ft.builtin.outputs import plot_losses, read_metrics
+def build_trainer(ctx: RunContext, ranks: Ranks) -> None:
+    """Everything before training: tokenizer, data, training arguments, the model phases, the trainer."""
     from ft.training import base_training_args
 
-    cfg, pm = ctx.cfg, ctx.pm
-    started = time.monotonic()
-    set_seed(cfg.seed)
-    log.info("run folder: %s%s", ctx.run_dir, f" ({ranks.world_size} ranks)" if ranks.world_size > 1 else "")
-    log.info("selected: %s", ", ".join(f"{k}={v}" for k, v in ctx.choices.items() if v))
-
+    pm = ctx.pm
     ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
     with main_process_first(ranks):
         ctx.datasets = pm.hook.prepare_dataset(ctx=ctx)
@@ -223,6 +216,19 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     ctx.trainer = pm.hook.create_trainer(ctx=ctx)
     if ctx.trainer is None:
         raise PluginError("no plugin created a trainer for the selected method")
+
+
+def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
+    from transformers import set_seed
+
+    from ft.builtin.outputs import plot_losses, read_metrics
+
+    cfg, pm = ctx.cfg, ctx.pm
+    started = time.monotonic()
+    set_seed(cfg.seed)
+    log.info("run folder: %s%s", ctx.run_dir, f" ({ranks.world_size} ranks)" if ranks.world_size > 1 else "")
+    log.info("selected: %s", ", ".join(f"{k}={v}" for k, v in ctx.choices.items() if v))
+    build_trainer(ctx, ranks)
     pm.hook.post_trainer_create(ctx=ctx)
 
     ctx.train_output = pm.hook.run_training(ctx=ctx)

@@ -113,6 +113,9 @@ class PluginSet:
     plugins: list[LoadedPlugin]
     disabled: list[LoadedPlugin] = field(default_factory=list)
 
+    def __iter__(self):  # iterating a PluginSet gives the usable plugins
+        return iter(self.plugins)
+
     @property
     def broken(self) -> list[LoadedPlugin]:
         return [p for p in self.plugins if p.error]

@@ -323,7 +323,7 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
                     validate_node(f"{key}[{index}]", entry, item, registries)
         if not _matches(value, tp):
             hint = did_you_mean(str(value), [str(a) for a in _literal_values(tp)]) if isinstance(value, str) else ""
-            raise ConfigError(f"{key}={value!r} is not valid{hint}: expected {_type_name(tp)}")
+            raise ConfigError(f"{key}={value!r} is not valid: expected {_type_name(tp)}{hint}")
         _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number")
         registry = fld.metadata.get("registry")
         if registry and value is not None and registries is not None and registry in registries:

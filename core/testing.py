@@ -138,6 +138,23 @@ def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object, p_flags: 
     return lifecycle.run(prepare_run(overrides, p_flags, spies=spies), run_dir)
 
 
+def build_context(overrides: list[str], run_dir: Path, *spies: object):
+    """A run context taken through ft's lifecycle up to ``create_trainer`` (the same hook calls as
+    ``ft run``, on one process), so tests can look at the trainer, the model and the data before training."""
+    from ft import lifecycle
+    from ft.distributed import Ranks
+    from ft.runner import prepare_run
+
+    from transformers import set_seed
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_run(overrides, spies=spies)
+    ctx = prepared.context(run_dir, Ranks())
+    set_seed(ctx.cfg.seed)
+    lifecycle.build_trainer(ctx, Ranks())
+    return ctx
+
+
 def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900):
     """Run the ``ft`` command in a subprocess (the real CLI, as a user types it)."""
     import subprocess

@@ -45,9 +45,17 @@ def test_bad_config_is_one_line_exit_2_no_traceback(override, expected):
 
 
 def test_option_of_a_plugin_that_is_not_installed_names_the_distribution():
+    result = run_ft(["validate", "+kernels=liger"])
+    assert result.returncode == 2
+    assert "pip install ft-liger" in result.stderr
+
+
+def test_option_of_a_disabled_plugin_says_installed_but_disabled():
     result = run_ft(["-p", "no:preference", "validate", "+method=dpo"])
     assert result.returncode == 2
-    assert "pip install ft-preference" in result.stderr
+    assert result.stderr.strip() == (
+        "ft: error: method=dpo is provided by the plugin 'preference', which is installed but disabled "
+        "(-p no:preference, FT_PLUGINS or FT_DISABLE_PLUGIN_AUTOLOAD); enable it with -p preference")
 
 
 def test_plus_and_plain_group_forms_both_work(tmp_path):

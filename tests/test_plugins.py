@@ -98,9 +98,16 @@ def test_allow_list_loads_only_the_named_plugins(site):
     assert "other 1.2.3" in result.stdout and "hello 1.2.3" not in result.stdout
 
 
+LOSS = GOOD + """
+@hookimpl
+def loss(ctx, call):
+    return call.method_loss()
+"""
+
+
 def test_two_selected_plugins_claiming_the_same_capability_fail_before_anything_loads(site):
-    fake_dist(site, "ft-loss-a", "loss_a", GOOD.format(name="loss_a", caps="('loss',)"), {"kernels/a.yaml": "x: 1\n"})
-    fake_dist(site, "ft-loss-b", "loss_b", GOOD.format(name="loss_b", caps="('loss',)"), {"packing/b.yaml": "x: 1\n"})
+    fake_dist(site, "ft-loss-a", "loss_a", LOSS.format(name="loss_a", caps="('loss',)"), {"kernels/a.yaml": "x: 1\n"})
+    fake_dist(site, "ft-loss-b", "loss_b", LOSS.format(name="loss_b", caps="('loss',)"), {"packing/b.yaml": "x: 1\n"})
     alone = run_ft(["validate", "+kernels=a"], env=env_with(site))
     assert alone.returncode == 0, alone.stderr
     both = run_ft(["validate", "+kernels=a", "+packing=b"], env=env_with(site))

@@ -72,4 +72,4 @@ def test_p_no_turns_it_off(site):
     assert "csv_logger" not in listed.stdout
     result = run_ft(["-p", "no:csv_logger", "validate", "+logger=csv"], env=env(site))
     assert result.returncode == 2
-    assert "logger=csv: no such option" in result.stderr
+    assert "logger=csv is provided by the plugin 'csv_logger', which is installed but disabled" in result.stderr

@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import PluginInfo, bounded, hookimpl
+from ft.api import ConfigError, PluginInfo, bounded, hookimpl
 
 FT_PLUGIN = PluginInfo(name="csv_logger", description="Writes every logged metric to a CSV file (logger=csv)")
 
@@ -25,6 +25,14 @@ class CsvLoggerConfig:
 @hookimpl
 def config_schemas() -> dict[str, type]:
     return {"logger/csv": CsvLoggerConfig}
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    """Cross-field rule the schema cannot say: the file is a plain name inside the run folder."""
+    if choices.get("logger") == "csv" and ("/" in cfg.logger.file or "\\" in cfg.logger.file):
+        raise ConfigError(f"logger.file={cfg.logger.file!r} is not valid: expected a file name inside the run "
+                          "folder, without a path (e.g. metrics.csv)")
 
 
 @hookimpl

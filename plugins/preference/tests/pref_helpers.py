@@ -36,27 +36,9 @@ def read_jsonl(path: Path) -> list[dict]:
 def build_ctx(overrides: list[str], run_dir: Path):
     """A run context taken through ft's lifecycle up to ``create_trainer`` (the same hook calls as
     ``ft run``), so tests can look at the trainer, the model and the reference before training."""
-    from ft.context import RunContext
-    from ft.plugins import active_plugins, make_plugin_manager
-    from ft.runner import Session, validate_all
-    from ft.training import base_training_args, merge_fragments
+    from ft.testing import build_context
 
-    session = Session([])
-    _, jobs = validate_all(session, overrides, multirun=False)
-    composed = jobs[0]
-    pm = make_plugin_manager(active_plugins(session.plugins, composed.choices))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(cfg=composed.cfg, choices=composed.choices, run_dir=run_dir, pm=pm)
-    ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
-    ctx.datasets = pm.hook.prepare_dataset(ctx=ctx)
-    load_kwargs = merge_fragments({}, pm.hook.pre_model_load(ctx=ctx), "pre_model_load")
-    ctx.model = pm.hook.load_model(ctx=ctx, load_kwargs=load_kwargs)
-    pm.hook.post_model_load(ctx=ctx)
-    ctx.training_args = merge_fragments(base_training_args(ctx), pm.hook.training_args(ctx=ctx), "training_args")
-    ctx.data_collator = pm.hook.collator(ctx=ctx)
-    ctx.callbacks = [cb for group in pm.hook.callbacks(ctx=ctx) for cb in (group or [])]
-    ctx.trainer = pm.hook.create_trainer(ctx=ctx)
-    return ctx
+    return build_context(overrides, run_dir)
 
 
 def live_instances(cls: type) -> set[int]:

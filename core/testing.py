@@ -155,11 +155,42 @@ def build_context(overrides: list[str], run_dir: Path, *spies: object):
     return ctx
 
 
-def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900):
-    """Run the ``ft`` command in a subprocess (the real CLI, as a user types it)."""
+def install_fake_plugin(site: Path, dist: str, name: str, module_source: str, conf: dict[str, str] | None = None,
+                        conf_entry_point: str | None = None) -> Path:
+    """Install a plugin distribution by hand into ``site`` (put it on ``PYTHONPATH``): package ``ft_<name>``
+    with ``plugin.py``, optional ``conf/<group>/<option>.yaml`` files, and a ``.dist-info`` with its entry
+    points. ``conf_entry_point`` names the ``ft.conf`` entry (default: the plugin's own name)."""
+    import textwrap
+
+    package = site / f"ft_{name}"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(textwrap.dedent(module_source))
+    entry_points = f"[ft]\n{name} = ft_{name}.plugin\n"
+    if conf is not None:
+        (package / "conf").mkdir()
+        (package / "conf" / "__init__.py").write_text("")
+        for rel, text in conf.items():
+            target = package / "conf" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        entry_points += f"\n[ft.conf]\n{conf_entry_point or name} = ft_{name}.conf\n"
+    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return package
+
+
+def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 900,
+           site: Path | None = None):
+    """Run the ``ft`` command in a subprocess (the real CLI, as a user types it); ``site`` is a folder of
+    :func:`install_fake_plugin` distributions to put on the path."""
     import subprocess
     import sys
 
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    if site is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join([str(site), full_env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "ft.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -24,12 +24,15 @@ def path_field(default: Any = None, **kwargs: Any) -> Any:
 
 
 def bounded(default: Any = None, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            lt: float | None = None, **kwargs: Any) -> Any:
-    """A numeric field with range bounds, checked at ``ft validate`` (NaN and infinity are never in range)."""
+            lt: float | None = None, expected: str | None = None, **kwargs: Any) -> Any:
+    """A numeric field with range bounds, checked at ``ft validate`` (NaN and infinity are never in range).
+
+    ``expected`` words the error in the domain's terms ("a rank of at least 1"); by default it says
+    "an integer >= 1" or "a number > 0".
+    """
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"bounds": bounds, **kwargs})
-    return field(default=default, metadata={"bounds": bounds, **kwargs})
+    metadata = {"bounds": bounds, **({"expected": expected} if expected else {}), **kwargs}
+    return field(default=default, metadata=metadata)
 
 
 def named(default: Any = None, *, registry: str, **kwargs: Any) -> Any:
@@ -272,20 +275,21 @@ def _plain_types(tp: Any) -> set[Any]:
     return {tp}
 
 
-def _check_bounds(key: str, value: Any, bounds: dict[str, float], noun: str = "a number") -> None:
+def _check_bounds(key: str, value: Any, bounds: dict[str, float], noun: str = "a number",
+                  wording: str | None = None) -> None:
     """Raise when a number is NaN, infinite or outside its field's bounds."""
     import math
     import operator
 
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    expected = " and ".join(f"{_BOUND_TEXT[k]} {v:g}" for k, v in bounds.items()) or "a finite number"
+    expected = " and ".join(f"{_BOUND_TEXT[k]} {v:g}" for k, v in bounds.items())
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key}={value!r} is not valid: expected a finite number {expected}".rstrip())
+        raise ConfigError(f"{key}={value!r} is not valid: expected {wording or ('a finite number ' + expected).rstrip()}")
     checks = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
     for name, limit in bounds.items():
         if not checks[name](value, limit):
-            raise ConfigError(f"{key}={value!r} is not valid: expected {noun} {expected}")
+            raise ConfigError(f"{key}={value!r} is not valid: expected {wording or noun + ' ' + expected}")
 
 
 def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, set[str]] | None = None) -> None:
@@ -324,7 +328,8 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
         if not _matches(value, tp):
             hint = did_you_mean(str(value), [str(a) for a in _literal_values(tp)]) if isinstance(value, str) else ""
             raise ConfigError(f"{key}={value!r} is not valid: expected {_type_name(tp)}{hint}")
-        _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number")
+        _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number",
+                      fld.metadata.get("expected"))
         registry = fld.metadata.get("registry")
         if registry and value is not None and registries is not None and registry in registries:
             known = registries[registry]

@@ -287,14 +287,14 @@ def test_a_plugin_may_add_a_new_config_group(tmp_path):
     [
         (["optim.lr=-1e-4"], "ft: error: optim.lr=-0.0001 is not valid: expected a number > 0"),
         (["optim.lr=nan"], "ft: error: optim.lr=nan is not valid: expected a finite number > 0"),
-        (["+adapter=lora", "adapter.r=0"], "ft: error: adapter.r=0 is not valid: expected an integer >= 1"),
+        (["+adapter=lora", "adapter.r=0"], "ft: error: adapter.r=0 is not valid: expected a rank of at least 1"),
         (["data.sequence_len=0"], "ft: error: data.sequence_len=0 is not valid: expected an integer >= 1"),
         (["data=chat", "data.path=README.md", "data.format=chat_templte"],
          "ft: error: data.format='chat_templte': no such dataset format (did you mean 'chat_template'?); available: "
          "alpaca, chat_template, completion, input_output, pretokenized, template"),
         (["optim.scheduler=cosin"], "(did you mean 'cosine'?)"),
         (["trainer.micro_batch_size=0"], "ft: error: trainer.micro_batch_size=0 is not valid: expected an integer >= 1"),
-        (["+packing=multipack", "packing.group_size=0"], "packing.group_size=0 is not valid: expected an integer >= 1"),
+        (["+packing=multipack", "packing.group_size=0"], "packing.group_size=0 is not valid: expected at least 1 row"),
     ],
 )
 def test_out_of_range_values_and_misspelt_names_are_exit_2_at_validate(overrides, expected):

@@ -20,9 +20,9 @@ ALL_LINEAR = "all-linear"
 class LoraAdapterConfig:
     """``adapter=lora``: every key of ``ft_lora/conf/adapter/lora.yaml``."""
 
-    r: int = bounded(16, ge=1)
-    alpha: int = bounded(32, gt=0)
-    dropout: float = bounded(0.05, ge=0, lt=1)
+    r: int = bounded(16, ge=1, expected="a rank of at least 1")
+    alpha: int = bounded(32, gt=0, expected="a positive number")
+    dropout: float = bounded(0.05, ge=0, lt=1, expected="a number in [0, 1)")
     target_modules: list[str] | str = ALL_LINEAR
     exclude_modules: list[str] | None = None
     modules_to_save: list[str] | None = None

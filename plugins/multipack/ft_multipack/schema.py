@@ -13,9 +13,9 @@ class MultipackConfig:
     """``packing=multipack``: every key of ``ft_multipack/conf/packing/multipack.yaml``."""
 
     attention: Literal["auto", "per_row", "position_ids", "block_mask"] = "auto"
-    group_size: int = bounded(1_000, ge=1)
+    group_size: int = bounded(1_000, ge=1, expected="at least 1 row")
     eval: bool = True
-    pad_to_multiple_of: int = bounded(8, ge=1)
+    pad_to_multiple_of: int = bounded(8, ge=1, expected="1 or more")
 
 
 def check_packing_values(cfg: Any, choices: dict[str, str | None]) -> None:

@@ -156,8 +156,8 @@ def test_packing_a_preference_method_is_refused_before_anything_loads(tmp_path):
     result = run_ft(["validate", "+packing=multipack", "+method=dpo", f"data.path={pairs}"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "ft: error: packing=multipack packs supervised rows (method=sft), but method=dpo builds its own "
-        "batches; remove +packing=multipack")
+        "ft: error: packing=multipack needs a method that is packable, but method=dpo is computes_own_logits, "
+        "needs_reference; drop packing=multipack or choose another method")
 
 
 def test_a_bad_packing_option_is_one_line(tmp_path):

@@ -67,7 +67,10 @@ class RunContext:
     cfg: Any
     choices: dict[str, str | None]
     run_dir: Path
+    #: The active plugins' manager: lifecycle hooks go through it.
     pm: Any
+    #: Every installed plugin's manager, for the config-time hooks (``dataset_formats``...).
+    installed_pm: Any = None
     #: Traits of the selected options, ``{"method/sft": ("packable", "token_loss")}``.
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rank: int = 0

@@ -140,7 +140,7 @@ def dataset_formats() -> dict[str, Any]:
     """Contribute named dataset formats (``alpaca``, ``chat_template``, ...).
 
     When: at validation (``data.format`` and each dataset's ``format`` must name one) and when the
-    data stage formats rows. Returns: a dict mapping a format name to a callable
+    data stage formats rows; asked of every installed plugin (``ctx.installed_pm`` at run time). Returns: a dict mapping a format name to a callable
     ``(row, tokenizer, options) -> {"input_ids", "labels"}`` with -100 on masked positions
     (docs/data.md). Combine: collected; the same name from two plugins is an error. Return the
     callables without importing torch.
@@ -363,8 +363,9 @@ def loss(ctx: RunContext, call: LossCall) -> LossResult:
     ``model``; ``inputs``, the batch after ``process_batch``, whose ``labels`` are *not* shifted
     (position i holds token i, -100 where nothing is trained; the causal LM loss predicts
     ``labels[:, 1:]`` from positions ``:-1``); ``num_items_in_batch``, the number of trained
-    (shifted) label tokens in the whole optimizer step, gradient accumulation included and summed over
-    ranks, or ``None`` on evaluation batches (then average over this batch); ``training``;
+    (shifted) label tokens to divide the summed token loss by: those of the whole optimizer step
+    (gradient accumulation included, summed over ranks) on training batches, those of this batch on
+    evaluation batches, ``None`` when the trainer does not count them; ``training``;
     ``return_outputs``; and ``method_loss()``, which computes the method's own loss for the batch.
     Returns: a :class:`ft.api.LossResult` (``loss``, optional ``outputs``, named ``parts`` that the
     trainer logs as ``loss/<name>``). Combine: firstresult (capability ``loss``). The builtin

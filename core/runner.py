@@ -73,6 +73,7 @@ class PreparedRun:
 
         ranks = ranks or ranks_from_env()
         return RunContext(cfg=self.composed.cfg, choices=self.composed.choices, run_dir=run_dir, pm=self.pm,
+                          installed_pm=self.session.pm_all,
                           traits=selected_traits(self.active, self.composed.choices), rank=ranks.rank,
                           world_size=ranks.world_size, local_rank=ranks.local_rank)
 
@@ -120,10 +121,13 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
 
     session = Session(p_flags)
     _, jobs = validate_all(session, overrides, multirun)
+    # Hydra's own folder overrides keep working: hydra.run.dir names the run folder, hydra.sweep.dir the sweep's.
+    folders = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))}
     if not multirun:
-        lifecycle.run(prepare_run(session=session, composed=jobs[0]))
+        run_dir = Path(folders["hydra.run.dir"]) if "hydra.run.dir" in folders else None
+        lifecycle.run(prepare_run(session=session, composed=jobs[0]), run_dir)
         return 0
-    sweep_dir = Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    sweep_dir = Path(folders.get("hydra.sweep.dir") or Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}")
     lifecycle.claim_run_dir(sweep_dir)
     results = []
     for index, job in enumerate(jobs):

@@ -51,6 +51,20 @@ def test_every_firstresult_hook_has_a_capability_and_no_other_does():
 # -- one recorded run ----------------------------------------------------------------------------------
 
 
+def spy_arguments_class() -> type:
+    """A ``TrainingArguments`` subclass at module level (the trainer pickles its arguments into checkpoints)."""
+    global SpyArguments
+    if "SpyArguments" not in globals():
+        from transformers import TrainingArguments
+
+        class SpyArguments(TrainingArguments):  # noqa: N801 - a class, registered under its module name
+            pass
+
+        SpyArguments.__qualname__ = "SpyArguments"
+        globals()["SpyArguments"] = SpyArguments
+    return globals()["SpyArguments"]
+
+
 class Recorder:
     """Implements every lifecycle hook; records when each ran and what the context held then."""
 
@@ -87,15 +101,9 @@ class Recorder:
 
     @hookimpl
     def training_args_class(self, ctx):
-        from transformers import TrainingArguments
-
         self.note("training_args_class", ctx)
-
-        class SpyArguments(TrainingArguments):
-            pass
-
-        self.args_class = SpyArguments
-        return SpyArguments
+        self.args_class = spy_arguments_class()
+        return self.args_class
 
     @hookimpl
     def pre_model_load(self, ctx):
@@ -334,7 +342,9 @@ def test_hook_loss(recorded):
     batches = [c for c in recorder.all("process_batch") if c["training"]]
     losses = [c for c in recorder.all("loss") if c["training"]]
     assert [c["num_items"] for c in losses] == [c["trained"] for c in batches]  # trained, shifted labels of the step
-    assert all(c["num_items"] is None for c in recorder.all("loss") if not c["training"])
+    evals = [c for c in recorder.all("loss") if not c["training"]]
+    assert evals and [c["num_items"] for c in evals] == [c["trained"] for c in recorder.all("process_batch")
+                                                         if not c["training"]]  # of the batch itself
 
 
 def test_hook_optimizer(recorded):
@@ -461,7 +471,7 @@ def test_hook_dataset_formats(demo_site, tiny_model_dir, tmp_path):
     rows = tmp_path / "qa.jsonl"
     rows.write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n" + json.dumps({"q": "3+3?", "a": "6"}) + "\n")
     out = tmp_path / "out.jsonl"
-    result = run_ft(["preprocess", "data=alpaca", f"data.path={rows}", "data.format=qa", "data.min_len=1",
+    result = run_ft(["preprocess", "data=alpaca", f"data.path={rows}", "data.format=qa",
                      f"model.name_or_path={tiny_model_dir}", f"run.root={tmp_path}", "--export", str(out)],
                     site=demo_site, env={"FT_CACHE_DIR": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr

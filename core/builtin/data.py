@@ -32,10 +32,11 @@ def dataset_formats() -> dict[str, Any]:
 
 
 def all_formats(ctx: RunContext) -> dict[str, Any]:
-    """Every format the active plugins contribute, by name."""
+    """Every format the installed plugins contribute, by name (formats are config-time contributions:
+    ``data.format=qa`` selects one without selecting its plugin's options)."""
     from ft.data.pipeline import resolve_formats
 
-    return resolve_formats(ctx.pm.hook.dataset_formats())
+    return resolve_formats((ctx.installed_pm or ctx.pm).hook.dataset_formats())
 
 
 def resolve_format(ctx: RunContext, name: str) -> Any:

@@ -265,7 +265,7 @@ def test_ft_plugins_lists_lora_with_its_option_and_merge_command(capsys):
     listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
     lora = listing["lora"]
     assert lora["distribution"] == "ft-lora" and lora["options"] == ["adapter=lora"]
-    assert {"post_model_load", "post_save", "cli_commands", "config_schemas"} <= set(lora["hooks"])
+    assert {"adapt_model", "post_save", "cli_commands", "config_schemas"} <= set(lora["hooks"])
     assert main(["--help"]) == 0
     assert re.search(r"^\s+merge\s+merge RUN_DIR's LoRA adapter", capsys.readouterr().out, re.M)
 

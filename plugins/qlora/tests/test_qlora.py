@@ -313,4 +313,4 @@ def test_ft_plugins_lists_qlora_with_its_option_and_requirement(capsys):
     qlora = listing["qlora"]
     assert qlora["distribution"] == "ft-qlora" and qlora["options"] == ["adapter=qlora"]
     assert qlora["requires"] == ["lora"]
-    assert {"pre_model_load", "post_model_load", "config_schemas", "validate_config"} <= set(qlora["hooks"])
+    assert {"pre_model_load", "prepare_model", "config_schemas", "validate_config"} <= set(qlora["hooks"])

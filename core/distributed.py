@@ -3,7 +3,9 @@
 ft never spawns processes here: torchrun, ``accelerate launch``, the DeepSpeed launcher, Slurm or
 Kubernetes start them and set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``.
 With more than one process, the process group is initialised through accelerate (gloo on CPU, NCCL on
-GPUs), the same state transformers' Trainer then uses.
+GPUs), the same state transformers' Trainer then uses. On a machine without an accelerator accelerate
+must be told that the ranks are CPU processes (``cpu=True``, the Trainer's ``use_cpu``), or every rank
+would train alone as "process zero".
 """
 
 from __future__ import annotations
@@ -35,16 +37,22 @@ def ranks_from_env() -> Ranks:
     return Ranks(rank=rank, world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
 
 
+def ranks_are_cpu_processes(ranks: Ranks) -> bool:
+    """Several ranks and no accelerator: data parallel over CPU processes (gloo)."""
+    if ranks.world_size <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def init_process_group(ranks: Ranks) -> None:
     """Join the launcher's process group (through accelerate's ``PartialState``) when there are several ranks."""
     if ranks.world_size <= 1:
         return
-    import torch.distributed as dist
+    from accelerate import PartialState
 
-    if not dist.is_initialized():
-        from accelerate import PartialState
-
-        PartialState()
+    PartialState(cpu=ranks_are_cpu_processes(ranks))
 
 
 def broadcast_from_main(value: Any, ranks: Ranks) -> Any:

@@ -139,7 +139,9 @@ def merge_contributions(contributions: Iterable[dict[str, Any] | None], what: st
     for contribution in contributions:
         for key, value in (contribution or {}).items():
             if key in owners and not same(owners[key], value):
-                raise error(f"two plugins set '{key}' in {what} to different values ({owners[key]!r} and {value!r})")
+                plain = all(isinstance(v, (str, int, float, bool, type(None))) for v in (owners[key], value))
+                values = f" to different values ({owners[key]!r} and {value!r})" if plain else ""
+                raise error(f"two plugins provide '{key}' in {what}{values}")
             owners[key] = value
             merged[key] = value
     return merged

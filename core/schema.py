@@ -155,6 +155,11 @@ class OptimConfig:
     warmup_steps: float = bounded(0, ge=0)
 
 
+#: transformers' reporting integrations (``trainer.report_to``; a test keeps this list equal to transformers').
+ReportTo = Literal["azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+                   "neptune", "swanlab", "tensorboard", "trackio", "wandb", "all", "none"]
+
+
 @dataclass
 class TrainerConfig:
     micro_batch_size: int = bounded(4, ge=1)
@@ -168,7 +173,7 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = bounded(0, ge=0)
-    report_to: list[str] = field(default_factory=list)
+    report_to: list[ReportTo] = field(default_factory=list)
 
 
 @dataclass
@@ -325,6 +330,11 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
             for index, entry in enumerate(value):
                 if isinstance(entry, dict):
                     validate_node(f"{key}[{index}]", entry, item, registries)
+        bad_item = _first_bad_item(value, tp)
+        if bad_item is not None:
+            index, item, item_tp = bad_item
+            hint = did_you_mean(str(item), [str(a) for a in _literal_values(item_tp)]) if isinstance(item, str) else ""
+            raise ConfigError(f"{key}[{index}]={item!r} is not valid: expected {_type_name(item_tp)}{hint}")
         if not _matches(value, tp):
             hint = did_you_mean(str(value), [str(a) for a in _literal_values(tp)]) if isinstance(value, str) else ""
             raise ConfigError(f"{key}={value!r} is not valid: expected {_type_name(tp)}{hint}")
@@ -339,6 +349,16 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
         if fld.metadata.get("path") and value is not None and not str(value).startswith(("hf://", "hub:")):
             if not Path(str(value)).expanduser().exists():
                 raise ConfigError(f"{key}={value!r}: no such file or folder; check the path")
+
+
+def _first_bad_item(value: Any, tp: Any) -> tuple[int, Any, Any] | None:
+    """``(index, item, item type)`` of the first wrong item of a list value of a ``list[X]`` field."""
+    if not isinstance(value, list) or typing.get_origin(tp) not in (list, tuple):
+        return None
+    args = typing.get_args(tp)
+    if not args or dataclasses.is_dataclass(args[0]):
+        return None
+    return next(((i, v, args[0]) for i, v in enumerate(value) if not _matches(v, args[0])), None)
 
 
 def _list_item_dataclass(tp: Any) -> type | None:

@@ -314,6 +314,23 @@ def test_scheduler_and_optimizer_names_match_transformers():
 
     assert set(typing.get_args(SchedulerName)) == {s.value for s in SchedulerType}
     assert set(typing.get_args(OptimizerName)) == {o.value for o in OptimizerNames}
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from ft.schema import ReportTo
+
+    assert set(typing.get_args(ReportTo)) == set(INTEGRATION_TO_CALLBACK) | {"all", "none"}
+
+
+def test_ft_testing_helpers_work_without_pytest(tmp_path):
+    script = ("import sys; sys.modules['pytest'] = None\n"  # as if pytest were not installed
+              "from pathlib import Path\n"
+              "import ft.testing as t\n"
+              "folder = t.build_tiny_model(Path(sys.argv[1]))\n"
+              "rows = t.write_chat_rows(Path(sys.argv[1]) / 'chat.jsonl', n=4)\n"
+              "print((folder / 'config.json').is_file(), rows.is_file())\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True True"
 
 
 # -- presets ---------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 import types
 from pathlib import Path
 
@@ -11,28 +10,11 @@ import pytest
 
 from ft.errors import PluginError
 from ft.plugins import LoadedPlugin, PluginInfo, active_plugins
-from ft.testing import run_ft
+from ft.testing import install_fake_plugin, run_ft
 
 
-def fake_dist(site: Path, dist: str, name: str, module_source: str, conf: dict[str, str] | None = None) -> None:
-    """Install a plugin distribution by hand: a module plus a .dist-info with entry points."""
-    package = site / f"ft_{name}"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "plugin.py").write_text(textwrap.dedent(module_source))
-    entry_points = f"[ft]\n{name} = ft_{name}.plugin\n"
-    if conf:
-        (package / "conf").mkdir()
-        (package / "conf" / "__init__.py").write_text("")
-        for rel, text in conf.items():
-            target = package / "conf" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        entry_points += f"\n[ft.conf]\n{name} = ft_{name}.conf\n"
-    info = site / f"{dist.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(entry_points)
+#: Installs a plugin distribution by hand (a module plus a .dist-info with entry points).
+fake_dist = install_fake_plugin
 
 
 GOOD = """

@@ -387,13 +387,9 @@ def _progress_factory(enabled: bool | None) -> Callable[[int, str], Any] | None:
 
 def resolve_formats(format_maps: list[dict[str, Any]]) -> dict[str, Callable[..., Any]]:
     """Merge every plugin's ``dataset_formats``; the same name from two plugins is an error."""
-    formats: dict[str, Callable[..., Any]] = {}
-    for contribution in format_maps:
-        for name, fn in (contribution or {}).items():
-            if name in formats and formats[name] is not fn:
-                raise DataError(f"two plugins provide the dataset format '{name}'")
-            formats[name] = fn
-    return formats
+    from ft.plugins import merge_contributions
+
+    return merge_contributions(format_maps, "dataset_formats", same=lambda a, b: a is b, error=DataError)
 
 
 def pick_format(formats: dict[str, Callable[..., Any]], name: str, where: str = "data.format") -> Callable[..., Any]:

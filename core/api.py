@@ -50,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     # data
     "read_rows": "ft.data.sources:read_rows",
     "load_preference_rows": "ft.data.preference:load_preference_rows",
+    "split_by_prompt": "ft.data.preference:split_by_prompt",
+    "prompt_key": "ft.data.preference:prompt_key",
     "IGNORE_INDEX": "ft.data.formats:IGNORE_INDEX",
     # run outputs
     "read_metrics": "ft.builtin.outputs:read_metrics",

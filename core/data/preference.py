@@ -8,6 +8,7 @@ validation split), checks every row, and hands back rows in the shape TRL's trai
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -242,9 +243,29 @@ def load_preference_rows(data_cfg: Any, kind: Literal["pairwise", "unpaired"] = 
         random.Random(policy.seed).shuffle(train)
     val_size = float(data_cfg.get("val_size") or 0.0)
     if evaluation is None and val_size > 0:
-        n_eval = int(val_size) if val_size >= 1 else max(1, int(round(len(train) * val_size)))
-        if n_eval >= len(train):
-            raise DataError(f"data.val_size={data_cfg.get('val_size')} leaves no training rows out of {len(train)}")
-        evaluation, train = train[:n_eval], train[n_eval:]
+        train, evaluation = split_by_prompt(train, val_size, policy.seed)
     stats["rows"] = len(train)
     return PreferenceData(train=train, eval=evaluation, form=forms.pop(), stats=stats)
+
+
+def prompt_key(row: dict[str, Any]) -> str:
+    """A row's prompt as a comparable key (text, or messages)."""
+    return json.dumps(row["prompt"], sort_keys=True)
+
+
+def split_by_prompt(rows: list[dict[str, Any]], val_size: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hold out whole prompts: never one pair of a prompt in train and another in eval (the one
+    held-out split of preference rows, used by the kernel's loader and the preference methods).
+
+    ``val_size`` below 1 is a fraction of the distinct prompts, 1 or more a number of prompts; the
+    held-out prompts are chosen with ``seed``, rows keep their order. Returns ``(train, eval)``.
+    """
+    if val_size <= 0:
+        return rows, []
+    prompts = list(dict.fromkeys(prompt_key(r) for r in rows))
+    random.Random(seed).shuffle(prompts)
+    n_eval = int(val_size) if val_size >= 1 else max(1, round(len(prompts) * val_size))
+    if n_eval >= len(prompts):
+        raise DataError(f"data.val_size={val_size:g} holds out {n_eval} of {len(prompts)} prompts, leaving none to train on")
+    held = set(prompts[:n_eval])
+    return [r for r in rows if prompt_key(r) not in held], [r for r in rows if prompt_key(r) in held]

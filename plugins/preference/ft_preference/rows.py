@@ -25,13 +25,12 @@ Source shapes understood (``data.format``, or ``auto`` to detect them from the f
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import DataError
+from ft.api import DataError, prompt_key, split_by_prompt  # noqa: F401 - re-exported for this plugin
 
 FORMATS = ("paired", "unpaired", "dialogue", "gsm8k")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -390,28 +389,3 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             out.append(row)
     return out
-
-
-def prompt_key(row: dict[str, Any]) -> str:
-    return json.dumps(row["prompt"], sort_keys=True)
-
-
-def split_by_prompt(rows: list[dict[str, Any]], val_size: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Hold out whole prompts (never one pair of a prompt in train and another in eval).
-
-    ``val_size`` below 1 is a fraction of the distinct prompts, 1 or more a number of prompts.
-    Returns ``(train, eval)``.
-    """
-    if val_size <= 0:
-        return rows, []
-    prompts = list(dict.fromkeys(prompt_key(r) for r in rows))
-    random.Random(seed).shuffle(prompts)
-    n_eval = int(val_size) if val_size >= 1 else max(1, round(len(prompts) * val_size))
-    if n_eval >= len(prompts):
-        raise DataError(
-            f"data.val_size={val_size} holds out {n_eval} of {len(prompts)} prompts, leaving none to train on"
-        )
-    held = set(prompts[:n_eval])
-    train = [r for r in rows if prompt_key(r) not in held]
-    evaluated = [r for r in rows if prompt_key(r) in held]
-    return train, evaluated

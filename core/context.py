@@ -89,6 +89,8 @@ class RunContext:
     callbacks: list[Any] = field(default_factory=list)
     trainer: Any = None
     train_output: Any = None
+    #: Why training stopped early (a signal's name), or ``None``: the run is then saved to resume.
+    interrupted: str | None = None
     #: Free-form space for plugins, keyed by plugin name, so plugins need not invent attributes.
     extras: dict[str, Any] = field(default_factory=dict)
     #: Lines the kernel prints (rank 0) in the final run summary (plugins may append).

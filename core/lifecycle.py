@@ -68,15 +68,24 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_record(run_dir: Path, prepared: Any, world_size: int) -> None:
-    """Write the resolved config and the record of plugins and package versions."""
+def write_run_record(run_dir: Path, prepared: Any, world_size: int, resume: bool = False) -> None:
+    """Write the resolved config and the record of plugins and package versions (a resume appends
+    to the record and keeps the run's config)."""
     import yaml
 
     composed = prepared.composed
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if resume:
+        record = json.loads((run_dir / "run.json").read_text())
+        record.setdefault("resumed", []).append({"at": now, "from": composed.cfg.run.resume_from,
+                                                 "world_size": world_size})
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+        return
     (run_dir / "config.yaml").write_text(yaml.safe_dump(redact(composed.container), sort_keys=False))
     record = {
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": now,
         "command": " ".join(["ft", "run", *redact_overrides(composed.overrides)]),
+        "overrides": redact_overrides(composed.overrides),
         "choices": composed.choices,
         "world_size": world_size,
         "plugins": [
@@ -133,17 +142,21 @@ def _close_logging(handler: logging.Handler) -> None:
     handler.close()
 
 
-def run(prepared: Any, run_dir: Path | None = None) -> dict[str, Any]:
+def run(prepared: Any, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the whole lifecycle of a :class:`ft.runner.PreparedRun` once; return the final metrics.
 
     ``run_dir`` defaults to ``<run.root>/<run.name>``; with several ranks, rank 0's choice wins.
+    ``resume`` continues in an existing run folder (``ft resume``) instead of claiming a new one.
     """
     cfg = prepared.composed.cfg
     ranks = ranks_from_env()
     init_process_group(ranks)
-    run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
+    if resume:
+        run_dir = Path(run_dir)
+    else:
+        run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
     if ranks.is_main:
-        write_run_record(run_dir, prepared, ranks.world_size)
+        write_run_record(run_dir, prepared, ranks.world_size, resume)
     handler = setup_logging(run_dir, ranks)
     try:
         return _run(prepared.context(run_dir, ranks), ranks)
@@ -185,6 +198,23 @@ def _log_parameters(model: Any) -> None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+
+
+def _finish_interrupted(ctx: RunContext, metrics: dict[str, Any], started: float) -> dict[str, Any]:
+    """A run stopped by a signal: its checkpoint is saved; write the loss curve and a summary marked
+    interrupted, and say how to resume. No final model, no final evaluation."""
+    from ft.builtin.outputs import plot_losses, read_metrics
+
+    step = ctx.trainer.state.global_step
+    metrics.update(interrupted=ctx.interrupted, step=step, wall_time_s=round(time.monotonic() - started, 1))
+    if ctx.is_main:
+        if ctx.cfg.run.plot:
+            plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name)
+        (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+        log.info("stopped at step %s (%s); checkpoint: %s", step, ctx.interrupted,
+                 ctx.run_dir / "checkpoints" / f"checkpoint-{step}")
+        print(f"[ft] interrupted at step {step}; resume with: ft resume {ctx.run_dir}")
+    return metrics
 
 
 def build_trainer(ctx: RunContext, ranks: Ranks) -> None:
@@ -233,6 +263,8 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
 
     ctx.train_output = pm.hook.run_training(ctx=ctx)
     metrics: dict[str, Any] = dict(getattr(ctx.train_output, "metrics", {}) or {})
+    if ctx.interrupted:
+        return _finish_interrupted(ctx, metrics, started)
     if ctx.datasets.eval is not None:
         metrics.update(_final_eval(ctx.trainer))
     pm.hook.post_train(ctx=ctx, metrics=metrics)

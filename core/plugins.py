@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ft.builtin.data",
     "ft.builtin.sft",
     "ft.builtin.outputs",
+    "ft.builtin.reliability",
     "ft.builtin.default_task",
     "ft.builtin.generate",
 )

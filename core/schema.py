@@ -170,6 +170,7 @@ class TrainerConfig:
     eval_steps: int | None = bounded(None, ge=1)
     save_steps: int | None = bounded(None, ge=1)
     save_total_limit: int | None = bounded(2, ge=1)
+    save_every_minutes: float | None = bounded(10.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = bounded(0, ge=0)

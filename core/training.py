@@ -96,6 +96,23 @@ def ft_trainer_class(base: type) -> type:
                 wrapper.process_index = 0
             return loader
 
+        def _get_output_dir(self, trial: Any) -> str:  # type: ignore[override]
+            staging = getattr(self, "_ft_staging_root", None)
+            return staging if staging is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:  # type: ignore[override]
+            """Write each checkpoint into a staging folder, mark it complete, then rename it into place
+            (and only then drop old ones), so a crash never leaves a checkpoint that looks whole."""
+            from ft.checkpoints import STAGING, publish_checkpoint
+
+            final_root = super()._get_output_dir(trial)
+            self._ft_staging_root = str(Path(final_root) / STAGING)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._ft_staging_root = None
+            publish_checkpoint(self, Path(final_root))
+
         def create_optimizer(self, *args: Any, **kwargs: Any):  # type: ignore[override]
             if self.optimizer is None and self.ft_ctx is not None:
                 built = self.ft_ctx.pm.hook.optimizer(ctx=self.ft_ctx, model=self.model)

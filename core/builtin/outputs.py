@@ -66,10 +66,11 @@ def loss(ctx: RunContext, call: Any) -> Any:
 
 @hookimpl(trylast=True)
 def run_training(ctx: RunContext) -> Any:
+    from ft.builtin.reliability import resolve_resume_from
+
     resume = ctx.cfg.run.resume_from
-    if resume == "last":
-        resume = True
-    return ctx.trainer.train(resume_from_checkpoint=resume)
+    checkpoint = str(resolve_resume_from(resume, ctx.cfg.run.root)) if resume else None
+    return ctx.trainer.train(resume_from_checkpoint=checkpoint)
 
 
 @hookimpl(trylast=True)

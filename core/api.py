@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "base_training_args": "ft.training:base_training_args",
     # models
     "resolve_model_path": "ft.builtin.model:resolve_model_path",
+    "local_model_folder": "ft.builtin.model:local_model_folder",
+    "path_exists": "ft.schema:path_exists",
     "from_pretrained_offline_first": "ft.builtin.model:from_pretrained_offline_first",
     "ADAPTER_RECORD": "ft.builtin.generate:ADAPTER_RECORD",
     "quantization_config": "ft.builtin.generate:quantization_config",

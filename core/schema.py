@@ -23,6 +23,16 @@ def path_field(default: Any = None, **kwargs: Any) -> Any:
     return field(default=default, metadata={"path": True, **kwargs})
 
 
+def path_exists(value: str, key: str) -> bool:
+    """Whether a configured path exists; a path the OS cannot even look up (a name over 255 bytes...)
+    is a :class:`ConfigError` naming the key, not a traceback."""
+    try:
+        return Path(value).expanduser().exists()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"{key}={value[:60] + '...' if len(value) > 60 else value!r}: not a usable path ({reason})") from exc
+
+
 def bounded(default: Any = None, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None, expected: str | None = None, **kwargs: Any) -> Any:
     """A numeric field with range bounds, checked at ``ft validate`` (NaN and infinity are never in range).
@@ -348,7 +358,7 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
                 raise ConfigError(f"{key}={value!r}: no such {registry.replace('_', ' ').rstrip('s')}"
                                   f"{did_you_mean(str(value), known)}; available: {', '.join(sorted(known))}")
         if fld.metadata.get("path") and value is not None and not str(value).startswith(("hf://", "hub:")):
-            if not Path(str(value)).expanduser().exists():
+            if not path_exists(str(value), key):
                 raise ConfigError(f"{key}={value!r}: no such file or folder; check the path")
 
 

@@ -104,8 +104,8 @@ def _check_entry(prefix: str, entry: Any, data: dict[str, Any]) -> None:
         raise ConfigError(f"'{prefix}.path' is required: a data file, a folder or a hub dataset id")
     from pathlib import Path
 
-    if is_local(path) and not Path(path).expanduser().exists():
-        raise ConfigError(f"{prefix}.path={path!r}: no such file or folder; check the path")
+    if is_local(path):
+        _check_local_data(f"{prefix}.path", path, entry.get("split") or "train", entry.get("data_files"))
     _check_format_options(prefix, {**data, **{k: v for k, v in entry.items() if v is not None}})
 
 
@@ -147,6 +147,24 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
             _check_entry(f"data.{key}[{index}]", entry, {k: v for k, v in data.items() if k not in ("datasets", "val_datasets")})
     if not data.get("datasets"):
         _check_format_options("data", data)
+    for key in ("path", "val_path"):
+        if data.get(key):
+            _check_local_data(f"data.{key}", data[key], "train", None)
+
+
+def _check_local_data(key: str, path: str, split: str, data_files: Any) -> None:
+    """A local data path must exist and name data ft can read (a folder with no data file is an error)."""
+    from ft.data.sources import is_local, resolve_files
+    from ft.schema import path_exists
+
+    if not is_local(path):
+        return
+    if not path_exists(path, key):
+        raise ConfigError(f"{key}={path!r}: no such file or folder; check the path")
+    try:
+        resolve_files(path, split, [data_files] if isinstance(data_files, str) else data_files)
+    except DataError as exc:
+        raise ConfigError(f"{key}={path!r}: {exc}") from exc
 
 
 # -- ft preprocess ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Offline-first: a hub id is looked up in the local Hugging Face cache when ``HF_H
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,26 @@ FT_PLUGIN = PluginInfo(
 )
 
 BUILTIN_MODELS = {"builtin:smollm2-135m-instruct"}
+#: The package each ``trainer.report_to`` integration needs (any one of them).
+REPORT_TO_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",), "trackio": ("trackio",),
+    "comet_ml": ("comet_ml",), "neptune": ("neptune",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+    "codecarbon": ("codecarbon",), "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
+    "flyte": ("flytekit",), "kubeflow": ("kfp",),
+}
 
 
 class ModelError(FtUserError):
     """The model or tokenizer named in the config cannot be loaded."""
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Map ``builtin:`` names to their local cache and check that local paths exist."""
+#: Weight files a model folder must hold (one of them).
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.gguf", "*.pt", "*.pth")
+
+
+def resolve_model_path(name_or_path: str, weights: bool = True) -> str:
+    """Map ``builtin:`` names to their local cache and check that local paths exist (and, for a
+    model rather than a tokenizer, hold weights)."""
     if name_or_path in BUILTIN_MODELS:
         from ft.models.smollm2 import ensure_smollm2
 
@@ -40,15 +53,38 @@ def resolve_model_path(name_or_path: str) -> str:
         raise ModelError(
             f"model.name_or_path={name_or_path!r}: unknown builtin model; known: {', '.join(sorted(BUILTIN_MODELS))}"
         )
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).expanduser().exists()
-    if looks_local:
+    from ft.schema import path_exists
+
+    try:
+        exists = path_exists(name_or_path, "model.name_or_path")
+    except FtUserError as exc:
+        raise ModelError(str(exc)) from exc
+    if name_or_path.startswith((".", "/", "~")) or exists:
         path = Path(name_or_path).expanduser()
-        if not path.is_dir():
+        if not exists or not path.is_dir():
             raise ModelError(f"model.name_or_path={name_or_path!r}: no such folder")
         if not (path / "config.json").is_file():
             raise ModelError(f"model.name_or_path={name_or_path!r}: folder has no config.json (not a Hugging Face model folder)")
+        if weights and not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+            raise ModelError(f"model.name_or_path={name_or_path!r}: folder has a config.json but no weights "
+                             f"({', '.join(WEIGHT_FILES)}); is the download or copy complete?")
         return str(path)
     return name_or_path
+
+
+def local_model_folder(name_or_path: str) -> Path | None:
+    """The local folder a model name means, without converting or downloading anything: a folder that
+    exists, or a builtin model already converted into the cache; ``None`` otherwise (a hub id...)."""
+    if name_or_path in BUILTIN_MODELS:
+        from ft.models.smollm2 import is_complete, smollm2_folder
+
+        folder = smollm2_folder()
+        return folder if is_complete(folder) else None
+    try:
+        path = Path(name_or_path).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _offline() -> bool:
@@ -85,6 +121,11 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     from ft.errors import ConfigError, did_you_mean
     from ft.schema import ATTENTION_IMPLEMENTATIONS
 
+    for integration in cfg.trainer.report_to:
+        packages = REPORT_TO_PACKAGES.get(integration, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise ConfigError(f"trainer.report_to=[{integration}]: the {packages[0]} package is not installed; "
+                              f"install it with: pip install {packages[0]} (or drop {integration} from trainer.report_to)")
     attention = cfg.model.attn_implementation
     if attention and attention not in ATTENTION_IMPLEMENTATIONS and "/" not in attention:
         raise ConfigError(f"model.attn_implementation={attention!r}: unknown attention"
@@ -95,7 +136,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
         if not name or name in BUILTIN_MODELS:
             continue
         try:
-            resolved = resolve_model_path(name)
+            resolved = resolve_model_path(name, weights=key == "name_or_path")
         except ModelError as exc:
             raise ConfigError(str(exc).replace("model.name_or_path", f"model.{key}")) from exc
         if resolved == name and not Path(name).expanduser().exists() and _offline() and not _in_hub_cache(name):
@@ -122,7 +163,7 @@ def load_tokenizer(ctx: RunContext) -> Any:
     from transformers import AutoTokenizer
 
     model_cfg = ctx.cfg.model
-    name = resolve_model_path(model_cfg.tokenizer or model_cfg.name_or_path)
+    name = resolve_model_path(model_cfg.tokenizer or model_cfg.name_or_path, weights=False)
     try:
         tokenizer = from_pretrained_offline_first(
             AutoTokenizer, name, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code

@@ -152,8 +152,40 @@ def specs_from_config(data_cfg: dict[str, Any], which: str = "train") -> list[Da
 _JOB: tuple[Any, Any, Any] | None = None
 
 
+#: No tokenizer makes a token of more characters than this: a row with more characters than
+#: ``sequence_len`` times it cannot fit, and is dropped (or refused) without being tokenized.
+MAX_CHARS_PER_TOKEN = 64
+
+
+@dataclass
+class Overlong:
+    """A row known to be too long from its character count alone (never tokenized)."""
+
+    chars: int
+
+
+def _row_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_row_chars(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_row_chars(v) for v in value)
+    return 0
+
+
 def _format_chunk(rows: list[dict[str, Any]]) -> list[Any]:
-    formatter, tokenizer, options = _JOB  # type: ignore[misc]
+    formatter, tokenizer, options, char_limit = _JOB  # type: ignore[misc]
+    if char_limit:
+        sizes = [_row_chars(row) for row in rows]
+        if any(size > char_limit for size in sizes):  # check the length cheaply before tokenizing
+            fits = [row for row, size in zip(rows, sizes) if size <= char_limit]
+            done = iter(_format_rows(fits, formatter, tokenizer, options))
+            return [Overlong(size) if size > char_limit else next(done) for size in sizes]
+    return _format_rows(rows, formatter, tokenizer, options)
+
+
+def _format_rows(rows: list[dict[str, Any]], formatter: Callable[..., Any], tokenizer: Any, options: Any) -> list[Any]:
     batch = getattr(formatter, "batch", None)
     if batch is not None:
         return batch(rows, tokenizer, options)
@@ -183,11 +215,12 @@ def auto_num_proc(n_rows: int, requested: int | None) -> int:
 
 
 def run_format(formatter: Callable[..., Any], rows: list[dict[str, Any]], tokenizer: Any, options: Any,
-               num_proc: int = 1, progress: Any = None) -> list[Any]:
-    """Apply a format to every row (in batches, across processes when asked); keeps row order."""
+               num_proc: int = 1, progress: Any = None, char_limit: int | None = None) -> list[Any]:
+    """Apply a format to every row (in batches, across processes when asked); keeps row order.
+    Rows of more than ``char_limit`` characters come back as :class:`Overlong`, untokenized."""
     global _JOB
     chunks = [rows[i:i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
-    _JOB = (formatter, tokenizer, options)
+    _JOB = (formatter, tokenizer, options, char_limit)
     results: list[Any] = []
     try:
         if num_proc > 1 and len(chunks) > 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -236,6 +269,12 @@ def apply_policy(results: list[Any], policy: Policy, where: Callable[[int], str]
                 first_bad = first_bad or f"{where(index)}: {result.message}"
                 continue
             raise DataError(f"{where(index)}: {result.message}")
+        if isinstance(result, Overlong):
+            if policy.too_long == "error":
+                raise DataError(f"{where(index)}: {result.chars:,} characters, far longer than data.sequence_len={limit} "
+                                f"tokens (data.too_long=error; use drop or truncate to go on)")
+            stats["dropped_too_long"] += 1
+            continue
         examples = result if isinstance(result, list) else [result]
         for example in examples:
             stats["examples"] += 1
@@ -347,7 +386,9 @@ def tokenize_spec(spec: DatasetSpec, formatter: Callable[..., Any], tokenizer: A
     procs = auto_num_proc(len(rows), num_proc)
     progress = progress_factory(len(rows), spec.label) if progress_factory else None
     try:
-        results = run_format(formatter, rows, tokenizer, spec.options, num_proc=procs, progress=progress)
+        char_limit = policy.sequence_len * MAX_CHARS_PER_TOKEN if policy.too_long != "truncate" and policy.sequence_len else None
+        results = run_format(formatter, rows, tokenizer, spec.options, num_proc=procs, progress=progress,
+                             char_limit=char_limit)
     finally:
         if progress is not None:
             progress.close()

@@ -50,7 +50,11 @@ def is_local(path: str) -> bool:
     """A path that names something on this machine (rather than a hub dataset id)."""
     if path.startswith(("hf://", "hub:")):
         return False
-    if Path(path).expanduser().exists() or path.startswith((".", "/", "~")):
+    try:
+        exists = Path(path).expanduser().exists()
+    except (OSError, ValueError):  # a name the OS refuses (over 255 bytes...): local, and reported as such
+        return True
+    if exists or path.startswith((".", "/", "~")):
         return True
     if file_kind(Path(path)) is not None or Path(path).suffix.lower() == ".gz":
         return True

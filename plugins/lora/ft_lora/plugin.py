@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft.api import PluginInfo, hookimpl
+from ft.api import PluginInfo, hookimpl, local_model_folder
 
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 
@@ -38,8 +38,8 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if adapter is None:
         return
     check_adapter_values(adapter)
-    model_dir = Path(str(cfg.model.name_or_path)).expanduser()
-    if model_dir.is_dir():
+    model_dir = local_model_folder(cfg.model.name_or_path)  # the builtin model once converted, or a local folder
+    if model_dir is not None:
         early_target_check(adapter, model_dir)
 
 

@@ -13,7 +13,8 @@ import pytest
 from ft.testing import install_fake_plugin, write_chat_rows
 
 #: A test-only plugin that hurts its own process at a chosen step, from FT_TEST_FAULT="<how>@<step>":
-#: kill (SIGKILL in the middle of that step), term (SIGTERM during that step, once), or kill_in_save
+#: kill (SIGKILL in the middle of that step), term / int / usr1 (that signal during that step, once), int2 (two
+#: SIGINTs: Ctrl-C twice), or kill_in_save
 #: (SIGKILL while the checkpoint of that step is being written, after its weights and before the rest).
 FAULTS = '''
 import os
@@ -34,9 +35,12 @@ def process_batch(ctx, batch, training):
         return
     if HOW == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    if HOW == "term" and not SENT:
+    signals = {"term": [signal.SIGTERM], "int": [signal.SIGINT], "usr1": [signal.SIGUSR1],
+               "int2": [signal.SIGINT, signal.SIGINT]}.get(HOW, [])
+    if signals and not SENT:
         SENT.append(1)
-        os.kill(os.getpid(), signal.SIGTERM)
+        for number in signals:
+            os.kill(os.getpid(), number)
 
 
 @hookimpl
@@ -193,3 +197,43 @@ def test_resume_refuses_a_config_that_changes_the_trajectory(faults_site, tiny_m
     assert logging_only.returncode == 0, logging_only.stderr[-3000:]
     again = ft(["resume", str(run)], faults_site, tmp_path)
     assert again.returncode == 2 and "the run finished" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "name"), [("int", "SIGINT"), ("usr1", "SIGUSR1")])
+def test_sigint_and_sigusr1_stop_gracefully_too(fault, name, faults_site, tiny_model_dir, tmp_path):
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
+    run = tmp_path / "runs" / "s"
+    stopped = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "s")], faults_site, tmp_path, fault=f"{fault}@2")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["interrupted"] == name
+    assert (run / "checkpoints" / "checkpoint-2" / "ft-checkpoint.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once(faults_site, tiny_model_dir, tmp_path):
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
+    run = tmp_path / "runs" / "s"
+    stopped = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "s")], faults_site, tmp_path, fault="int2@3")
+    assert stopped.returncode == 130 and "ft: interrupted" in stopped.stderr
+    assert not (run / "checkpoints" / "checkpoint-3").exists()  # no waiting for the step boundary
+    assert (run / "checkpoints" / "checkpoint-2" / "ft-checkpoint.json").is_file()
+
+
+def test_ft_loads_no_pickle_of_untrusted_origin():
+    """torch.load only with weights_only=True, no pickle.load, no trust_remote_code by default."""
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in [*repo.glob("core/**/*.py"), *repo.glob("plugins/*/ft_*/**/*.py"), *repo.glob("kernels/**/*.py")]:
+        text = path.read_text()
+        for match in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            if "weights_only=True" not in match.group(1):
+                offenders.append(f"{path.relative_to(repo)}: torch.load without weights_only=True")
+        if re.search(r"\bpickle\.loads?\(", text):
+            offenders.append(f"{path.relative_to(repo)}: pickle.load")
+    assert not offenders, offenders
+    from ft.schema import ModelConfig
+
+    assert ModelConfig().trust_remote_code is False

@@ -57,6 +57,8 @@ class LossCall:
     return_outputs: bool
     #: Computes the method's own loss for this batch (the trainer's ``compute_loss``).
     method_loss: Callable[[], LossResult]
+    #: A wrapper sets this before ``yield`` when it needs ``outputs`` (the logits) from the inner loss.
+    need_outputs: bool = False
 
 
 @dataclass

@@ -366,7 +366,9 @@ def loss(ctx: RunContext, call: LossCall) -> LossResult:
     (shifted) label tokens to divide the summed token loss by: those of the whole optimizer step
     (gradient accumulation included, summed over ranks) on training batches, those of this batch on
     evaluation batches, ``None`` when the trainer does not count them; ``training``;
-    ``return_outputs``; and ``method_loss()``, which computes the method's own loss for the batch.
+    ``return_outputs``; ``need_outputs``, which a wrapper sets before ``yield`` when it needs the inner
+    loss's ``outputs`` (the logits); and ``method_loss()``, which computes the method's own loss for the
+    batch (with outputs when either flag asks for them).
     Returns: a :class:`ft.api.LossResult` (``loss``, optional ``outputs``, named ``parts`` that the
     trainer logs as ``loss/<name>``). Combine: firstresult (capability ``loss``). The builtin
     fallback returns ``call.method_loss()``; a loss kernel implements it plainly to replace that (it

@@ -35,7 +35,7 @@ def ft_trainer_class(base: type) -> type:
             pm.hook.process_batch(ctx=self.ft_ctx, batch=inputs, training=model.training)
 
             def method_loss() -> LossResult:
-                out = super(FtTrainer, self).compute_loss(model, inputs, return_outputs=return_outputs,
+                out = super(FtTrainer, self).compute_loss(model, inputs, return_outputs=return_outputs or call.need_outputs,
                                                           num_items_in_batch=num_items_in_batch)
                 return LossResult(*out) if isinstance(out, tuple) else LossResult(out)
 

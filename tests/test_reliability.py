@@ -103,6 +103,15 @@ def assert_same_state(a: Path, b: Path) -> None:
             assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (key, field)
 
 
+def whole_and_faulted(site: Path, model: Path, tmp_path: Path, name: str, fault: str):
+    """An uninterrupted run ``runs/whole`` and the same run with ``fault`` injected (``runs/<name>``)."""
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=64)
+    whole = ft(["run", *common(model, data, tmp_path / "runs", "whole")], site, tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    faulted = ft(["run", *common(model, data, tmp_path / "runs", name)], site, tmp_path, fault=fault)
+    return tmp_path / "runs" / "whole", tmp_path / "runs" / name, faulted
+
+
 def common(model: Path, data: Path, root: Path, name: str) -> list[str]:
     return [f"model.name_or_path={model}", "data=chat", f"data.path={data}", f"run.root={root}", f"run.name={name}",
             "trainer.micro_batch_size=4", "trainer.max_steps=8", "trainer.save_steps=2", "trainer.logging_steps=1",
@@ -146,12 +155,7 @@ def test_sigkill_mid_step_then_ft_resume_matches_an_uninterrupted_run(variant, f
 
 @pytest.mark.slow
 def test_sigkill_while_a_checkpoint_is_written_leaves_a_folder_that_resume_ignores(faults_site, tiny_model_dir, tmp_path):
-    data = write_chat_rows(tmp_path / "chat.jsonl", n=64)
-    whole = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "whole")], faults_site, tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    run = tmp_path / "runs" / "killed"
-    killed = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "killed")], faults_site, tmp_path,
-                fault="kill_in_save@6")
+    whole, run, killed = whole_and_faulted(faults_site, tiny_model_dir, tmp_path, "killed", "kill_in_save@6")
     assert killed.returncode == -9
     checkpoints = run / "checkpoints"
     assert (checkpoints / ".staging" / "checkpoint-6").is_dir()  # half-written, never named like a checkpoint
@@ -159,17 +163,12 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_a_folder_that_resume_ignor
     resumed = ft(["resume", str(run)], faults_site, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from checkpoint-4" in resumed.stdout and not (checkpoints / ".staging").exists()
-    assert_same_state(tmp_path / "runs" / "whole", run)
+    assert_same_state(whole, run)
 
 
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_exit_0_and_resume_matches(faults_site, tiny_model_dir, tmp_path):
-    data = write_chat_rows(tmp_path / "chat.jsonl", n=64)
-    whole = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "whole")], faults_site, tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    run = tmp_path / "runs" / "stopped"
-    stopped = ft(["run", *common(tiny_model_dir, data, tmp_path / "runs", "stopped")], faults_site, tmp_path,
-                 fault="term@3")
+    whole, run, stopped = whole_and_faulted(faults_site, tiny_model_dir, tmp_path, "stopped", "term@3")
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert f"interrupted at step 3; resume with: ft resume {run}" in stopped.stdout
     assert (run / "checkpoints" / "checkpoint-3" / "ft-checkpoint.json").is_file()  # saved at the step boundary
@@ -179,8 +178,8 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_exit_0_and_resume_ma
     assert not (run / "model").exists()
     resumed = ft(["resume", str(run)], faults_site, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_state(tmp_path / "runs" / "whole", run)
-    assert losses(run) == losses(tmp_path / "runs" / "whole")
+    assert_same_state(whole, run)
+    assert losses(run) == losses(whole)
     assert json.loads((run / "summary.json").read_text()).get("interrupted") is None
 
 

@@ -104,13 +104,15 @@ def batch_targets(store: TopK, batch: dict[str, Any]) -> tuple[torch.Tensor, tor
     ids = torch.zeros(shape, dtype=torch.int64, device=input_ids.device)
     logprobs = torch.zeros(shape, dtype=torch.float32, device=input_ids.device)
     for b, start, end in row_spans(batch):
+        positions = torch.nonzero(trained_mask(labels[b, start:end])).flatten()
+        if positions.numel() == 0:  # padding (a pack's tail is a segment of its own): nothing to look up
+            continue
         key = row_hash(input_ids[b, start:end])
         found = store.rows.get(key)
         if found is None:
             raise DataError("a training row has no teacher logprobs in method.logprobs: the dump was made for other "
                             "data or another tokenizer; run `ft kd dump` again with this config")
         offset, count = found
-        positions = torch.nonzero(trained_mask(labels[b, start:end])).flatten()
         if positions.numel() != count:
             raise DataError(f"a row trains {positions.numel()} positions but its dump holds {count}: the labels "
                             "differ from those the dump was made with (data options changed?); run `ft kd dump` again")

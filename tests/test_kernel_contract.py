@@ -289,7 +289,7 @@ def test_a_plugin_may_add_a_new_config_group(tmp_path):
         (["optim.lr=nan"], "ft: error: optim.lr=nan is not valid: expected a finite number > 0"),
         (["+adapter=lora", "adapter.r=0"], "ft: error: adapter.r=0 is not valid: expected a rank of at least 1"),
         (["data.sequence_len=0"], "ft: error: data.sequence_len=0 is not valid: expected an integer >= 1"),
-        (["data=chat", "data.path=README.md", "data.format=chat_templte"],
+        (["data=alpaca", "data.path=../shared/data/gsm8k/train.jsonl", "data.format=chat_templte"],
          "ft: error: data.format='chat_templte': no such dataset format (did you mean 'chat_template'?); available: "
          "alpaca, chat_template, completion, input_output, pretokenized, template"),
         (["optim.scheduler=cosin"], "(did you mean 'cosine'?)"),
@@ -336,12 +336,13 @@ def test_ft_testing_helpers_work_without_pytest(tmp_path):
 # -- presets ---------------------------------------------------------------------------------------------
 
 
-def test_the_default_experiment_comes_with_the_default_task_only():
+def test_the_default_experiment_comes_with_the_default_task_only(tmp_path):
+    chats = write_chat_rows(tmp_path / "chat.jsonl", n=4)
     default = run_ft(["config", "show"])
     assert default.returncode == 0, default.stderr
     assert "experiment=default_task" in default.stdout.splitlines()[0]
     assert "max_steps: 60" in default.stdout and "lr: 5.0e-05" in default.stdout
-    own_data = run_ft(["config", "show", "data=chat", "data.path=README.md"], cwd=Path(__file__).resolve().parent.parent)
+    own_data = run_ft(["config", "show", "data=chat", f"data.path={chats}"])
     assert own_data.returncode == 0, own_data.stderr
     assert "experiment" not in own_data.stdout.splitlines()[0] and "max_steps: -1" in own_data.stdout
     dropped = run_ft(["config", "show", "experiment=null"])

@@ -36,6 +36,37 @@ def _selected(choices: dict[str, str | None]) -> bool:
     return choices.get("method") == "kd"
 
 
+def _self_teacher(method: Any) -> bool:
+    return method.teacher == "self" and not method.logprobs
+
+
+@hookimpl
+def prepare_model(ctx: Any) -> None:
+    """``teacher=self``: the loaded model is the teacher: keep its top-k over the run's data, then cut it
+    to ``student_layers`` layers, the student that trains (before adapters wrap it)."""
+    if not _selected(ctx.choices) or not _self_teacher(ctx.cfg.method):
+        return
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from ft_kd.store import cut_layers, teacher_topk
+
+    method = ctx.cfg.method
+    splits = [ctx.datasets.train] + ([ctx.datasets.eval] if ctx.datasets.eval is not None else [])
+    log.info("kd: teacher = %s as loaded (%d layers); its top-%d over %d rows first", ctx.cfg.model.name_or_path,
+             ctx.model.config.num_hidden_layers, method.top_k, sum(len(s) for s in splits))
+    with tqdm(total=sum(len(s) for s in splits), desc="teacher top-k", unit="row", file=sys.stderr,
+              disable=None if ctx.is_main else True) as bar:
+        store = teacher_topk(ctx.model, splits, method.top_k, progress=bar)
+    store.meta["teacher"] = f"{ctx.cfg.model.name_or_path} (self)"
+    total = ctx.model.config.num_hidden_layers
+    keep = cut_layers(ctx.model, method.student_layers)
+    ctx.extras.setdefault("kd", {})["store"] = store
+    log.info("kd: student = the same model cut to %d of %d layers %s (%s parameters)", len(keep), total, keep,
+             f"{sum(p.numel() for p in ctx.model.parameters()):,}")
+
+
 @hookimpl
 def config_schemas() -> dict[str, type]:
     from ft_kd.schema import KdConfig
@@ -59,10 +90,15 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if not _selected(choices):
         return
     method = cfg.method
-    if bool(method.teacher) == bool(method.logprobs):
-        raise ConfigError("method=kd needs a teacher: method.teacher=<model folder or hub id> (online), or "
-                          "method.logprobs=<folder from `ft kd dump`> (offline), not both")
-    if method.teacher:
+    if method.logprobs and method.teacher not in (None, "self"):
+        raise ConfigError(f"method.teacher={method.teacher!r} and method.logprobs={method.logprobs!r}: give one teacher, "
+                          "a model (online) or a dump (offline)")
+    if not method.logprobs and not method.teacher:
+        raise ConfigError("method=kd needs a teacher: method.teacher=self (the model as loaded, distilled into a "
+                          "cut copy), a model folder or hub id (online), or method.logprobs=<folder from `ft kd dump`>")
+    if method.teacher == "self" and not method.logprobs:
+        return
+    if method.teacher and not method.logprobs:
         from ft.api import resolve_model_path
 
         try:
@@ -99,6 +135,8 @@ def post_model_load(ctx: Any) -> None:
         return
     method = ctx.cfg.method
     state = ctx.extras.setdefault("kd", {})
+    if _self_teacher(method):
+        return  # the targets were kept in the prepare phase
     if method.logprobs:
         from ft_kd.store import TopK
 

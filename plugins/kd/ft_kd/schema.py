@@ -13,8 +13,10 @@ class KdConfig:
     """``method=kd``: every key of ``ft_kd/conf/method/kd.yaml``."""
 
     name: str = "kd"
-    teacher: str | None = None
+    teacher: str | None = "self"
     logprobs: str | None = path_field()
+    student_layers: int = bounded(8, ge=1)
+    top_k: int = bounded(32, ge=1)
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = bounded(0.5, ge=0, le=1)
     temperature: float = bounded(1.0, gt=0)

@@ -62,8 +62,52 @@ class TopK:
                    int(index["k"]), {k: v for k, v in index.items() if k != "rows"})
 
 
-def write_dump(folder: Path, ids: list[torch.Tensor], logprobs: list[torch.Tensor], rows: dict[str, tuple[int, int]],
-               meta: dict[str, Any]) -> None:
+def teacher_topk(teacher: Any, splits: list[Any], k: int, batch_size: int = 8, progress: Any = None) -> TopK:
+    """Run ``teacher`` over tokenized rows (each split a sequence of ``{"input_ids", "labels"}``) and keep
+    the top-k log-probabilities (T = 1) of every trained position, indexed by row."""
+    import torch.nn.functional as F
+
+    ids_parts: list[torch.Tensor] = []
+    logprob_parts: list[torch.Tensor] = []
+    rows: dict[str, tuple[int, int]] = {}
+    offset = 0
+    pad = teacher.config.pad_token_id or 0
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        for split in splits:
+            for start in range(0, len(split), batch_size):
+                chunk = [split[i] for i in range(start, min(start + batch_size, len(split)))]
+                longest = max(len(r["input_ids"]) for r in chunk)
+                input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                attention = torch.zeros((len(chunk), longest), dtype=torch.long)
+                for i, row in enumerate(chunk):
+                    input_ids[i, : len(row["input_ids"])] = torch.as_tensor(row["input_ids"])
+                    attention[i, : len(row["input_ids"])] = 1
+                with torch.no_grad():
+                    logits = teacher(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                for i, row in enumerate(chunk):
+                    key = row_hash(row["input_ids"])
+                    mask = trained_mask(torch.as_tensor(row["labels"]))
+                    if key in rows or not bool(mask.any()):
+                        continue  # the same tokens twice: one entry serves both
+                    logp = F.log_softmax(logits[i, : len(row["input_ids"])][mask.to(device)].float(), dim=-1)
+                    values, indices = logp.topk(k, dim=-1)
+                    ids_parts.append(indices.cpu().to(torch.int32))
+                    logprob_parts.append(values.cpu())
+                    rows[key] = (offset, int(mask.sum()))
+                    offset += int(mask.sum())
+                if progress is not None:
+                    progress.update(len(chunk))
+    finally:
+        teacher.train(was_training)
+    ids = torch.cat(ids_parts) if ids_parts else torch.zeros(0, k, dtype=torch.int32)
+    logprobs = torch.cat(logprob_parts) if logprob_parts else torch.zeros(0, k)
+    return TopK(ids, logprobs, rows, k, {"k": k, "vocab_size": teacher.config.vocab_size, "positions": offset})
+
+
+def write_dump(folder: Path, store: TopK, meta: dict[str, Any]) -> None:
     """Write a dump folder atomically (a ``.partial`` folder renamed when complete)."""
     import shutil
 
@@ -72,11 +116,33 @@ def write_dump(folder: Path, ids: list[torch.Tensor], logprobs: list[torch.Tenso
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    k = int(meta["k"])
-    save_file({"ids": torch.cat(ids).to(torch.int32) if ids else torch.zeros(0, k, dtype=torch.int32),
-               "logprobs": torch.cat(logprobs).float() if logprobs else torch.zeros(0, k)}, partial / "topk.safetensors")
-    (partial / "index.json").write_text(json.dumps({**meta, "rows": rows}) + "\n")
+    save_file({"ids": store.ids.to(torch.int32).contiguous(), "logprobs": store.logprobs.float().contiguous()},
+              partial / "topk.safetensors")
+    (partial / "index.json").write_text(json.dumps({**store.meta, **meta, "rows": store.rows}) + "\n")
     partial.rename(folder)
+
+
+def cut_layers(model: Any, layers: int) -> list[int]:
+    """Keep ``layers`` evenly spaced decoder layers of a Llama-style model (first and last kept), in place;
+    return the kept indices."""
+    body = getattr(model, model.base_model_prefix)
+    stack = getattr(body, "layers", None)
+    if stack is None:
+        raise DataError(f"{type(model).__name__}: ft-kd cuts decoder stacks under .layers (Llama, Qwen, Mistral...); "
+                        "this model has none")
+    total = len(stack)
+    if not 1 <= layers <= total:
+        raise DataError(f"{layers} layers: expected 1 to {total} (the model has {total} layers)")
+    keep = sorted({round(i * (total - 1) / max(layers - 1, 1)) for i in range(layers)}) if layers > 1 else [0]
+    body.layers = torch.nn.ModuleList([stack[i] for i in keep])
+    for index, layer in enumerate(body.layers):
+        attention = getattr(layer, "self_attn", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = index
+    model.config.num_hidden_layers = len(keep)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    return keep
 
 
 def row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int]]:

@@ -138,7 +138,7 @@ def test_bad_kd_setups_fail_in_one_line(tmp_path, tiny_model_dir, capsys):
     rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
     base = [f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}", "+method=kd"]
     cases = [
-        ([], "method=kd needs a teacher"),
+        (["method.teacher=null"], "method=kd needs a teacher"),
         (["method.teacher=/no/such/teacher"], "method.teacher='/no/such/teacher': no such folder"),
         ([f"method.teacher={other}"], "teacher and student must share the tokenizer"),
         (["method.logprobs=/no/such/dump"], "method.logprobs='/no/such/dump': no such file or folder"),
@@ -165,3 +165,17 @@ def test_make_student_keeps_the_tokenizer_and_loads_in_plain_transformers(tiny_m
     assert AutoTokenizer.from_pretrained(tmp_path / "s").get_vocab() == AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
     out = student(torch.tensor([[1, 2, 3]])).logits
     assert out.shape[-1] == student.config.vocab_size
+
+
+@pytest.mark.slow
+def test_teacher_self_distils_the_loaded_model_into_a_cut_copy(world):
+    """The embedded default's mode: one model load, its top-k kept, then it is cut and trained as the student."""
+    watch = Parts()
+    run_lifecycle([f"model.name_or_path={world['teacher']}", "data=chat", f"data.path={world['train']}",
+                   f"data.val_path={world['heldout']}", "+method=kd", "method.student_layers=1", "method.top_k=16",
+                   "trainer.max_steps=12", "trainer.micro_batch_size=8", "trainer.logging_steps=4", "optim.lr=3e-3",
+                   "run.plot=false"], world["root"] / "self", watch)
+    saved = json.loads((world["root"] / "self" / "model" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 1  # the student is what was saved
+    assert watch.metrics["heldout_kl_after"] < watch.metrics["heldout_kl_before"]
+    assert any("loss/kd" in h for h in watch.history)

@@ -179,3 +179,21 @@ def test_teacher_self_distils_the_loaded_model_into_a_cut_copy(world):
     assert saved["num_hidden_layers"] == 1  # the student is what was saved
     assert watch.metrics["heldout_kl_after"] < watch.metrics["heldout_kl_before"]
     assert any("loss/kd" in h for h in watch.history)
+
+
+class Trainable:
+    @hookimpl(trylast=True)
+    def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
+        self.trainable = sorted(n for n, p in ctx.model.named_parameters() if p.requires_grad)
+        self.history = list(ctx.trainer.state.log_history)
+
+
+@pytest.mark.slow
+def test_online_distillation_composes_with_lora(world):
+    watch = Trainable()
+    run_lifecycle(common(world, "l", "+method=kd", f"method.teacher={world['teacher']}", "+adapter=lora",
+                         "trainer.max_steps=3", "trainer.logging_steps=1", "run.save_final_model=false"),
+                  world["root"] / "lora", watch)
+    assert watch.trainable and all("lora_" in name for name in watch.trainable)  # only the adapter trains
+    logged = [h for h in watch.history if "loss/kd" in h]
+    assert len(logged) == 3 and all(math.isfinite(h["loss/kd"]) and h["loss/kd"] > 0 for h in logged)

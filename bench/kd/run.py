@@ -89,7 +89,7 @@ def main() -> int:
                  ("wall_s", "wall s"), ("peak_rss_mb", "peak MB")])
     kd, ce = summaries["kd"], summaries["ce_only"]
     headline = [
-        ("held-out KL(teacher || student) after, KD / CE-only",
+        ("held-out KL from the teacher after, KD / CE-only",
          f"{kd['heldout_kl_after']['median'] / ce['heldout_kl_after']['median']:.3f} "
          f"({kd['heldout_kl_after']['median']:.3f} vs {ce['heldout_kl_after']['median']:.3f})"),
         ("default-task accuracy after (KD, CE-only; before)",

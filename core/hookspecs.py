@@ -293,12 +293,14 @@ def post_model_load(ctx: RunContext) -> None:
 
 
 @hookspec(firstresult=True)
-def load_reference_model(ctx: RunContext, role: str, source: str | None) -> Any:
+def load_reference_model(ctx: RunContext, role: str, source: str | None, load_kwargs: dict[str, Any] | None) -> Any:
     """Provide a frozen auxiliary model: a preference method's reference or a distillation teacher.
 
     When: on demand, by the method plugin that needs one (``ctx.pm.hook.load_reference_model(...)``)
-    after the model phases. Receives: ``role`` (``"reference"`` or ``"teacher"``) and ``source``: a
-    hub id or folder to load, or ``None`` for a frozen copy of the model as it starts training.
+    after the model phases. Receives: ``role`` (``"reference"`` or ``"teacher"``), ``source``: a
+    hub id or folder to load, or ``None`` for a frozen copy of the model as it starts training, and
+    ``load_kwargs``: extra ``from_pretrained`` arguments for ``source`` (a ``quantization_config`` for a
+    4-bit teacher) or ``None``.
     Returns: a model in eval mode with gradients off (the kernel stores it in
     ``ctx.reference_model``). Combine: firstresult (capability ``reference_loader``); the builtin
     loads ``source`` offline-first, or deep-copies ``ctx.model``.

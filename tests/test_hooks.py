@@ -131,7 +131,7 @@ class Recorder:
         self.note("post_model_load", ctx, attention=ctx.model.config._attn_implementation)
 
     @hookimpl
-    def load_reference_model(self, ctx, role, source):
+    def load_reference_model(self, ctx, role, source, load_kwargs):
         self.note("load_reference_model", ctx, role=role)
 
     @hookimpl
@@ -296,10 +296,10 @@ def test_hook_load_reference_model(tiny_model_dir, tmp_path):
 
     rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
     ctx = build_context([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}"], tmp_path / "run")
-    copy = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference", source=None)
+    copy = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference", source=None, load_kwargs=None)
     assert copy is not ctx.model and not copy.training and not any(p.requires_grad for p in copy.parameters())
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), ctx.model.state_dict().values()))
-    teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=str(tiny_model_dir))
+    teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=str(tiny_model_dir), load_kwargs=None)
     assert teacher is not copy and not teacher.training and ctx.reference_model is teacher
     assert not any(p.requires_grad for p in teacher.parameters())
 

@@ -210,7 +210,7 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
 
 
 @hookimpl(trylast=True)
-def load_reference_model(ctx: RunContext, role: str, source: str | None) -> Any:
+def load_reference_model(ctx: RunContext, role: str, source: str | None, load_kwargs: dict[str, Any] | None) -> Any:
     """A frozen copy of the model as it starts training (``source=None``), or the model ``source``
     names (a folder or a cached hub id), loaded like the trained model: same dtype, offline-first."""
     if source is None:
@@ -222,8 +222,9 @@ def load_reference_model(ctx: RunContext, role: str, source: str | None) -> Any:
 
         name = resolve_model_path(source)
         try:
-            reference = from_pretrained_offline_first(AutoModelForCausalLM, name, dtype=torch_dtype(ctx.cfg.model.dtype),
-                                                      trust_remote_code=ctx.cfg.model.trust_remote_code)
+            kwargs = {"dtype": torch_dtype(ctx.cfg.model.dtype), "trust_remote_code": ctx.cfg.model.trust_remote_code,
+                      **(load_kwargs or {})}
+            reference = from_pretrained_offline_first(AutoModelForCausalLM, name, **kwargs)
         except (OSError, ValueError) as exc:
             raise _load_error(f"{role} model", name, exc) from exc
     reference.eval()

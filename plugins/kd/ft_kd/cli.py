@@ -59,7 +59,7 @@ def dump(args: argparse.Namespace) -> int:
         from transformers import AutoTokenizer
 
         check_same_tokenizer(from_pretrained_offline_first(AutoTokenizer, source), ctx.tokenizer, args.teacher)
-        teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=source)
+        teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=source, load_kwargs=None)
         if args.top_k > teacher.config.vocab_size:
             raise ConfigError(f"--top-k {args.top_k} is larger than the teacher's vocabulary ({teacher.config.vocab_size} tokens)")
         splits = [bundle.train] + ([bundle.eval] if bundle.eval is not None else [])

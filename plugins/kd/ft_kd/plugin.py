@@ -96,6 +96,15 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if not method.logprobs and not method.teacher:
         raise ConfigError("method=kd needs a teacher: method.teacher=self (the model as loaded, distilled into a "
                           "cut copy), a model folder or hub id (online), or method.logprobs=<folder from `ft kd dump`>")
+    if method.teacher_bits and (method.logprobs or method.teacher == "self"):
+        raise ConfigError(f"method.teacher_bits={method.teacher_bits} quantises an online teacher (method.teacher=<model>); "
+                          "with teacher=self or method.logprobs no teacher is loaded next to the student")
+    if method.teacher_bits:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"method.teacher_bits={method.teacher_bits} loads the teacher through bitsandbytes, which "
+                              "is not installed; install it with: pip install bitsandbytes")
     if method.teacher == "self" and not method.logprobs:
         return
     if method.teacher and not method.logprobs:
@@ -118,6 +127,19 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
         if student_vocab and meta.get("vocab_size") and int(meta["vocab_size"]) != student_vocab:
             raise ConfigError(f"method.logprobs={method.logprobs!r} was dumped with a vocabulary of {meta['vocab_size']} "
                               f"tokens, the student has {student_vocab}: teacher and student must share the tokenizer")
+
+
+def teacher_quantization(bits: int | None) -> dict[str, Any] | None:
+    """``from_pretrained`` arguments for a 4- or 8-bit teacher (bitsandbytes), or ``None``."""
+    if bits is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_compute_dtype=torch.float32)}
 
 
 def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any, teacher: str) -> None:
@@ -150,9 +172,10 @@ def post_model_load(ctx: Any) -> None:
 
     source = resolve_model_path(method.teacher)
     check_same_tokenizer(from_pretrained_offline_first(AutoTokenizer, source), ctx.tokenizer, method.teacher)
-    teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=source)
+    teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=source,
+                                               load_kwargs=teacher_quantization(method.teacher_bits))
     device = next(ctx.model.parameters()).device
-    state["teacher"] = teacher.to(device)
+    state["teacher"] = teacher if method.teacher_bits else teacher.to(device)
     log.info("kd: online teacher %s (%s parameters, frozen)", method.teacher,
              f"{sum(p.numel() for p in teacher.parameters()):,}")
 

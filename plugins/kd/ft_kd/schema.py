@@ -24,4 +24,5 @@ class KdConfig:
     ce_alpha: float = bounded(1.0, ge=0)
     renormalize: bool = True
     chunk_size: int = bounded(1024, ge=1)
+    teacher_bits: Literal[4, 8] | None = None
     eval_kl: bool = True

@@ -186,6 +186,8 @@ class Trainable:
     def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
         self.trainable = sorted(n for n, p in ctx.model.named_parameters() if p.requires_grad)
         self.history = list(ctx.trainer.state.log_history)
+        teacher = ctx.extras.get("kd", {}).get("teacher")
+        self.teacher_layers = {type(m).__name__ for m in teacher.modules()} if teacher is not None else set()
 
 
 @pytest.mark.slow
@@ -197,3 +199,15 @@ def test_online_distillation_composes_with_lora(world):
     assert watch.trainable and all("lora_" in name for name in watch.trainable)  # only the adapter trains
     logged = [h for h in watch.history if "loss/kd" in h]
     assert len(logged) == 3 and all(math.isfinite(h["loss/kd"]) and h["loss/kd"] > 0 for h in logged)
+
+
+@pytest.mark.slow
+def test_a_4bit_online_teacher_distils(world):
+    pytest.importorskip("bitsandbytes", reason="install bitsandbytes (make test does) for a quantised teacher")
+    watch = Trainable()
+    run_lifecycle(common(world, "q", "+method=kd", f"method.teacher={world['teacher']}", "method.teacher_bits=4",
+                         "trainer.max_steps=2", "trainer.logging_steps=1", "run.save_final_model=false"),
+                  world["root"] / "q4", watch)
+    logged = [h for h in watch.history if "loss/kd" in h]
+    assert len(logged) == 2 and all(math.isfinite(h["loss/kd"]) for h in logged)
+    assert "Linear4bit" in watch.teacher_layers

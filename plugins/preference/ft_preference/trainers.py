@@ -165,7 +165,7 @@ def reference_for(ctx: RunContext, peft: bool, precompute: bool) -> Any:
     if precompute:
         log.info("reference: log-probs precomputed once with the model before training (no copy kept)")
         return None
-    reference = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference", source=None)
+    reference = ctx.pm.hook.load_reference_model(ctx=ctx, role="reference", source=None, load_kwargs=None)
     if reference is None:
         raise PluginError("no plugin provided a reference model for a full fine-tune (load_reference_model)")
     ctx.reference_model = reference

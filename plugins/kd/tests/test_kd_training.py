@@ -203,7 +203,6 @@ def test_online_distillation_composes_with_lora(world):
 
 @pytest.mark.slow
 def test_a_4bit_online_teacher_distils(world):
-    pytest.importorskip("bitsandbytes", reason="install bitsandbytes (make test does) for a quantised teacher")
     watch = Trainable()
     run_lifecycle(common(world, "q", "+method=kd", f"method.teacher={world['teacher']}", "method.teacher_bits=4",
                          "trainer.max_steps=2", "trainer.logging_steps=1", "run.save_final_model=false"),

@@ -191,22 +191,16 @@ class Trainable:
 
 
 @pytest.mark.slow
-def test_online_distillation_composes_with_lora(world):
+@pytest.mark.parametrize("variant", ["lora", "4bit_teacher"])
+def test_online_distillation_composes_with_lora_and_with_a_4bit_teacher(variant, world):
+    extra = ["+adapter=lora"] if variant == "lora" else ["method.teacher_bits=4"]
     watch = Trainable()
-    run_lifecycle(common(world, "l", "+method=kd", f"method.teacher={world['teacher']}", "+adapter=lora",
-                         "trainer.max_steps=3", "trainer.logging_steps=1", "run.save_final_model=false"),
-                  world["root"] / "lora", watch)
-    assert watch.trainable and all("lora_" in name for name in watch.trainable)  # only the adapter trains
-    logged = [h for h in watch.history if "loss/kd" in h]
-    assert len(logged) == 3 and all(math.isfinite(h["loss/kd"]) and h["loss/kd"] > 0 for h in logged)
-
-
-@pytest.mark.slow
-def test_a_4bit_online_teacher_distils(world):
-    watch = Trainable()
-    run_lifecycle(common(world, "q", "+method=kd", f"method.teacher={world['teacher']}", "method.teacher_bits=4",
+    run_lifecycle(common(world, variant, "+method=kd", f"method.teacher={world['teacher']}", *extra,
                          "trainer.max_steps=2", "trainer.logging_steps=1", "run.save_final_model=false"),
-                  world["root"] / "q4", watch)
+                  world["root"] / variant, watch)
     logged = [h for h in watch.history if "loss/kd" in h]
-    assert len(logged) == 2 and all(math.isfinite(h["loss/kd"]) for h in logged)
-    assert "Linear4bit" in watch.teacher_layers
+    assert len(logged) == 2 and all(math.isfinite(h["loss/kd"]) and h["loss/kd"] > 0 for h in logged)
+    if variant == "lora":
+        assert watch.trainable and all("lora_" in name for name in watch.trainable)  # only the adapter trains
+    else:
+        assert "Linear4bit" in watch.teacher_layers  # the teacher really is quantised

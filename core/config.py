@@ -30,6 +30,23 @@ class Composed:
     overrides: list[str]
 
 
+#: The model option whose name stands for its default ``model.name_or_path``.
+_MODEL_OPTION_DEFAULTS = {"smollm2": "builtin:smollm2-135m-instruct"}
+
+
+def describe_selection(choices: dict[str, str | None], model_name_or_path: str | None) -> str:
+    """``method=sft, data=chat, model=/models/x, ...``: the selected options; the model is named by the
+    model it loads when ``model.name_or_path`` points away from the selected option's own."""
+    parts = []
+    for group, option in choices.items():
+        if not option:
+            continue
+        if group == "model" and model_name_or_path and _MODEL_OPTION_DEFAULTS.get(option, model_name_or_path) != model_name_or_path:
+            option = model_name_or_path
+        parts.append(f"{group}={option}")
+    return ", ".join(parts)
+
+
 def search_path(plugins: list[LoadedPlugin]) -> list[Path]:
     """Config folders of the loaded plugins (the kernel's own is the primary config dir)."""
     kernel = kernel_conf_dir().resolve()

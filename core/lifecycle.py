@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ft.config import redact
+from ft.config import describe_selection, redact
 from ft.context import RunContext
 from ft.distributed import Ranks, broadcast_from_main, init_process_group, main_process_first, ranks_from_env
 from ft.errors import FtUserError, PluginError
@@ -257,7 +257,7 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     started = time.monotonic()
     set_seed(cfg.seed)
     log.info("run folder: %s%s", ctx.run_dir, f" ({ranks.world_size} ranks)" if ranks.world_size > 1 else "")
-    log.info("selected: %s", ", ".join(f"{k}={v}" for k, v in ctx.choices.items() if v))
+    log.info("selected: %s", describe_selection(ctx.choices, ctx.cfg.model.name_or_path))
     build_trainer(ctx, ranks)
     pm.hook.post_trainer_create(ctx=ctx)
 

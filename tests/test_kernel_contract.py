@@ -349,6 +349,14 @@ def test_the_default_experiment_comes_with_the_default_task_only(tmp_path):
     assert dropped.returncode == 0 and "max_steps: -1" in dropped.stdout
 
 
+def test_the_selection_line_names_the_model_actually_loaded(tiny_model_dir, tmp_path):
+    chats = write_chat_rows(tmp_path / "chat.jsonl", n=4)
+    result = run_ft(["validate", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chats}"])
+    assert result.returncode == 0, result.stderr
+    assert f"model={tiny_model_dir}" in result.stdout and "model=smollm2" not in result.stdout
+    assert "model=smollm2" in run_ft(["validate"]).stdout
+
+
 def test_first_party_plugins_import_only_the_public_api():
     repo = Path(__file__).resolve().parent.parent
     offenders = []

@@ -18,14 +18,21 @@ EXAMPLE = REPO / "examples" / "ft-csv-logger"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """pip-install the example plugin into its own folder; tests put it on PYTHONPATH."""
+    import shutil
+
     target = tmp_path_factory.mktemp("site")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources, and a test must leave
+    # nothing behind in the repository.
+    source = tmp_path_factory.mktemp("source") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
     assert list(target.glob("ft_csv_logger-*.dist-info"))
+    assert not {"build", "ft_csv_logger.egg-info"} & {p.name for p in EXAMPLE.iterdir()}  # nothing left in the repo
     return target
 
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ft.distributed import barrier, ranks_from_env
+
 #: The completion mark inside a checkpoint folder.
 MARK = "ft-checkpoint.json"
 #: Where checkpoints are written before they are complete (under ``checkpoints/``).
@@ -23,19 +25,13 @@ STAGING = ".staging"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _barrier(trainer: Any) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 def publish_checkpoint(trainer: Any, root: Path) -> Path:
     """Mark the staged checkpoint complete, move it into ``root`` and rotate old complete ones."""
     step = trainer.state.global_step
     staged = root / STAGING / f"checkpoint-{step}"
     final = root / f"checkpoint-{step}"
-    _barrier(trainer)  # every rank's part (its RNG state) is written
+    ranks = ranks_from_env()
+    barrier(ranks)  # every rank's part (its RNG state) is written
     if trainer.args.should_save:
         (staged / MARK).write_text(json.dumps({"step": step, "complete": True,
                                                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
@@ -44,7 +40,7 @@ def publish_checkpoint(trainer: Any, root: Path) -> Path:
         staged.rename(final)
         shutil.rmtree(root / STAGING, ignore_errors=True)
         rotate(root, trainer.args.save_total_limit)
-    _barrier(trainer)
+    barrier(ranks)
     return final
 
 

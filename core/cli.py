@@ -108,7 +108,7 @@ def cmd_config_show(p_flags: list[str], overrides: list[str]) -> int:
 
     _reject_flags(overrides)
     _, jobs = validate_all(Session(p_flags), overrides, multirun=False)
-    container = redact(jobs[0].container)
+    container = redact(jobs[0].composed.container)
     from ft.config import describe_selection
 
     print("# selected: " + describe_selection(jobs[0].choices, jobs[0].cfg.model.name_or_path))
@@ -246,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ft config show | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

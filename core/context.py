@@ -104,6 +104,13 @@ class RunContext:
         return self.rank == 0
 
     @property
+    def ranks(self) -> Any:
+        """This process's :class:`ft.distributed.Ranks` (for the collective helpers there)."""
+        from ft.distributed import Ranks
+
+        return Ranks(self.rank, self.world_size, self.local_rank)
+
+    @property
     def method_traits(self) -> tuple[str, ...]:
         """The selected method's traits (``ft.hookspecs.METHOD_TRAITS``)."""
         return self.traits.get(f"method/{self.choices.get('method')}", ())

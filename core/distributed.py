@@ -66,6 +66,18 @@ def broadcast_from_main(value: Any, ranks: Ranks) -> Any:
     return box[0]
 
 
+def any_rank(flag: bool, ranks: Ranks) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one small all-reduce)."""
+    if ranks.world_size <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier(ranks: Ranks) -> None:
     """Wait for every rank."""
     if ranks.world_size > 1:

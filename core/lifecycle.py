@@ -200,17 +200,25 @@ def _log_parameters(model: Any) -> None:
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
 
+def _write_outputs(ctx: RunContext, metrics: dict[str, Any], started: float) -> None:
+    """The run's closing outputs, on rank 0: wall time in the metrics, the loss curve, ``summary.json``."""
+    from ft.builtin.outputs import plot_losses, read_metrics
+
+    metrics["wall_time_s"] = round(time.monotonic() - started, 1)
+    if not ctx.is_main:
+        return
+    if ctx.cfg.run.plot and plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name):
+        log.info("loss curve: %s", ctx.run_dir / "loss.png")
+    (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+
+
 def _finish_interrupted(ctx: RunContext, metrics: dict[str, Any], started: float) -> dict[str, Any]:
     """A run stopped by a signal: its checkpoint is saved; write the loss curve and a summary marked
     interrupted, and say how to resume. No final model, no final evaluation."""
-    from ft.builtin.outputs import plot_losses, read_metrics
-
     step = ctx.trainer.state.global_step
-    metrics.update(interrupted=ctx.interrupted, step=step, wall_time_s=round(time.monotonic() - started, 1))
+    metrics.update(interrupted=ctx.interrupted, step=step)
+    _write_outputs(ctx, metrics, started)
     if ctx.is_main:
-        if ctx.cfg.run.plot:
-            plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name)
-        (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         log.info("stopped at step %s (%s); checkpoint: %s", step, ctx.interrupted,
                  ctx.run_dir / "checkpoints" / f"checkpoint-{step}")
         print(f"[ft] interrupted at step {step}; resume with: ft resume {ctx.run_dir}")
@@ -251,8 +259,6 @@ def build_trainer(ctx: RunContext, ranks: Ranks) -> None:
 def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     from transformers import set_seed
 
-    from ft.builtin.outputs import plot_losses, read_metrics
-
     cfg, pm = ctx.cfg, ctx.pm
     started = time.monotonic()
     set_seed(cfg.seed)
@@ -275,11 +281,8 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
         if ctx.is_main:
             pm.hook.post_save(ctx=ctx, output_dir=str(model_dir))
             log.info("final model: %s", model_dir)
-    metrics["wall_time_s"] = round(time.monotonic() - started, 1)
+    _write_outputs(ctx, metrics, started)
     if ctx.is_main:
-        if cfg.run.plot and plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name):
-            log.info("loss curve: %s", ctx.run_dir / "loss.png")
-        (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         for line in ctx.report_lines:
             print(line)
     return metrics

@@ -45,17 +45,18 @@ class Session:
     def normalise(self, overrides: list[str]) -> list[str]:
         return normalise_overrides(overrides, self.plugins, self.disabled)
 
-    def compose(self, overrides: list[str]) -> Composed:
-        """Compose and validate one job's (normalised) overrides, plugins' ``validate_config`` included."""
+    def prepare(self, overrides: list[str], spies: tuple[object, ...] = ()) -> PreparedRun:
+        """One job from its normalised overrides: compose once, activate the plugins it selects, build
+        their plugin manager and run their ``validate_config`` hooks. ``spies`` are extra plugin objects
+        registered afterwards, for this run only (tests watch the lifecycle with them)."""
         composed = compose(overrides, self.plugins, self.schemas, self.registries)
-        self.check_plugins(composed)
-        return composed
-
-    def check_plugins(self, composed: Composed) -> list[LoadedPlugin]:
-        """Activate the plugins this config selects and run their ``validate_config`` hooks."""
         active = active_plugins(self.plugins, composed.choices)
-        make_plugin_manager(active).hook.validate_config(cfg=composed.cfg, choices=composed.choices)
-        return active
+        pm = make_plugin_manager(active)
+        pm.hook.validate_config(cfg=composed.cfg, choices=composed.choices)
+        for index, spy in enumerate(spies):
+            if spy is not None:
+                pm.register(spy, name=f"spy-{index}")
+        return PreparedRun(self, composed, active, pm)
 
 
 @dataclass
@@ -66,6 +67,14 @@ class PreparedRun:
     composed: Composed
     active: list[LoadedPlugin]
     pm: Any
+
+    @property
+    def cfg(self) -> Any:
+        return self.composed.cfg
+
+    @property
+    def choices(self) -> dict[str, str | None]:
+        return self.composed.choices
 
     def context(self, run_dir: Path, ranks: Any = None) -> RunContext:
         """A fresh :class:`RunContext` for this run in ``run_dir``."""
@@ -79,22 +88,10 @@ class PreparedRun:
 
 
 def prepare_run(overrides: list[str] | None = None, p_flags: list[str] | None = None, *,
-                session: Session | None = None, composed: Composed | None = None,
-                spies: tuple[object, ...] = ()) -> PreparedRun:
-    """Compose once, validate, activate and build the plugin manager of one run.
-
-    Give ``overrides`` (as typed after ``ft run``) or an already ``composed`` job of ``session``.
-    ``spies`` are extra plugin objects registered for this run only (tests watch the lifecycle with them).
-    """
+                session: Session | None = None, spies: tuple[object, ...] = ()) -> PreparedRun:
+    """One run from ``overrides`` as typed after ``ft run``: see :meth:`Session.prepare`."""
     session = session or Session(p_flags)
-    if composed is None:
-        composed = session.compose(session.normalise(list(overrides or [])))
-    active = session.check_plugins(composed)
-    pm = make_plugin_manager(active)
-    for index, spy in enumerate(spies):
-        if spy is not None:
-            pm.register(spy, name=f"spy-{index}")
-    return PreparedRun(session, composed, active, pm)
+    return session.prepare(session.normalise(list(overrides or [])), spies)
 
 
 @dataclass
@@ -108,11 +105,11 @@ class JobResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_all(session: Session, overrides: list[str], multirun: bool) -> tuple[list[str], list[Composed]]:
-    """Normalise overrides and compose + validate every job; raises on the first bad one."""
+def validate_all(session: Session, overrides: list[str], multirun: bool) -> tuple[list[str], list[PreparedRun]]:
+    """Normalise overrides and prepare (compose, validate) every job; raises on the first bad one."""
     normalised = session.normalise(overrides)
     combos = expand_sweeps(normalised) if multirun else [normalised]
-    return normalised, [session.compose(combo) for combo in combos]
+    return normalised, [session.prepare(combo) for combo in combos]
 
 
 def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int:
@@ -125,16 +122,16 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
     folders = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))}
     if not multirun:
         run_dir = Path(folders["hydra.run.dir"]) if "hydra.run.dir" in folders else None
-        lifecycle.run(prepare_run(session=session, composed=jobs[0]), run_dir)
+        lifecycle.run(jobs[0], run_dir)
         return 0
     sweep_dir = Path(folders.get("hydra.sweep.dir") or Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}")
     lifecycle.claim_run_dir(sweep_dir)
     results = []
     for index, job in enumerate(jobs):
-        result = JobResult(run_dir=sweep_dir / str(index), overrides=job.overrides)
+        result = JobResult(run_dir=sweep_dir / str(index), overrides=job.composed.overrides)
         results.append(result)
         try:
-            result.metrics = lifecycle.run(prepare_run(session=session, composed=job), result.run_dir)
+            result.metrics = lifecycle.run(job, result.run_dir)
         except FtUserError as exc:
             result.status, result.error = "user-error", str(exc)
             print(f"ft: error: job {index}: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ft.context import LossCall, LossResult, RunContext
-from ft.distributed import Ranks, ranks_are_cpu_processes
+from ft.distributed import ranks_are_cpu_processes
 
 
 @functools.cache
@@ -173,7 +173,7 @@ def base_training_args(ctx: RunContext) -> dict[str, Any]:
         "disable_tqdm": not ctx.is_main,
         "dataloader_pin_memory": _has_accelerator(),
     }
-    if ranks_are_cpu_processes(Ranks(ctx.rank, ctx.world_size, ctx.local_rank)):
+    if ranks_are_cpu_processes(ctx.ranks):
         args["use_cpu"] = True  # several CPU processes: DDP over gloo (accelerate needs to be told)
     if trainer.gradient_checkpointing:
         args["gradient_checkpointing"] = True

@@ -102,8 +102,6 @@ def _check_entry(prefix: str, entry: Any, data: dict[str, Any]) -> None:
     path = entry.get("path")
     if not isinstance(path, str) or not path or path == "???":
         raise ConfigError(f"'{prefix}.path' is required: a data file, a folder or a hub dataset id")
-    from pathlib import Path
-
     if is_local(path):
         _check_local_data(f"{prefix}.path", path, entry.get("split") or "train", entry.get("data_files"))
     _check_format_options(prefix, {**data, **{k: v for k, v in entry.items() if v is not None}})

@@ -90,32 +90,23 @@ class StopState:
         self.last_save = time.monotonic()
 
 
-def _any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on any rank."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    value = torch.tensor([1 if flag else 0])
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def stop_callback(ctx: RunContext, state: StopState) -> Any:
     from transformers import TrainerCallback
 
+    from ft.distributed import any_rank
+
     every = ctx.cfg.trainer.save_every_minutes
+    ranks = ctx.ranks
 
     class StopAndSave(TrainerCallback):
         """Saves at step boundaries: on a stop request (then ends training), and every N minutes."""
 
         def on_step_end(self, args, state_, control, **kwargs):  # noqa: ANN001
-            if _any_rank(state.requested is not None):
+            if any_rank(state.requested is not None, ranks):
                 control.should_save = True
                 control.should_training_stop = True
                 ctx.interrupted = state.requested or "a signal on another rank"
-            elif every and _any_rank(time.monotonic() - state.last_save >= every * 60):
+            elif every and any_rank(time.monotonic() - state.last_save >= every * 60, ranks):
                 control.should_save = True
             return control
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ft.api import DataError, DatasetBundle, RunContext, load_preference_rows, read_rows, to_plain
+from ft.api import DataError, DatasetBundle, RunContext, load_preference_rows, read_rows, split_by_prompt, to_plain
 from ft_preference.render import Renderer, apply_length_limits
-from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired, split_by_prompt
+from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired
 
 PREFERENCE_FORMATS = ("auto", "paired", "unpaired", "dialogue", "gsm8k")
 #: Shapes this plugin converts before the kernel checks the rows.

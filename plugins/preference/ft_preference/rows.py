@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import DataError, prompt_key, split_by_prompt  # noqa: F401 - re-exported for this plugin
+from ft.api import DataError
 
 FORMATS = ("paired", "unpaired", "dialogue", "gsm8k")
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"

@@ -16,9 +16,8 @@ from ft_preference.rows import (
     gsm8k_to_pairs,
     gsm8k_to_unpaired,
     pairs_to_unpaired,
-    prompt_key,
-    split_by_prompt,
 )
+from ft.api import prompt_key, split_by_prompt  # the kernel's one held-out split of preference rows
 
 
 def hh_rows(shared_data, n=50):

@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "Batching": "ft.context:Batching",
     "LossCall": "ft.context:LossCall",
     "LossResult": "ft.context:LossResult",
+    "HeadInputs": "ft.token_loss:HeadInputs",
+    "fused_token_loss": "ft.token_loss:fused_token_loss",
+    "check_fusable": "ft.token_loss:check_fusable",
     "merge_contributions": "ft.plugins:merge_contributions",
     # trainers
     "ft_trainer_class": "ft.training:ft_trainer_class",

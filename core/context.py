@@ -59,6 +59,10 @@ class LossCall:
     method_loss: Callable[[], LossResult]
     #: A wrapper sets this before ``yield`` when it needs ``outputs`` (the logits) from the inner loss.
     need_outputs: bool = False
+    #: What the trainer multiplies a loss divided by ``num_items_in_batch`` by (the number of ranks when
+    #: transformers averages tokens across devices, else 1). The method's own loss has it already; a loss
+    #: kernel that divides by ``num_items_in_batch`` itself multiplies by it (``ft.api.fused_token_loss`` does).
+    token_loss_scale: float = 1.0
 
 
 @dataclass

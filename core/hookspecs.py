@@ -367,15 +367,20 @@ def loss(ctx: RunContext, call: LossCall) -> LossResult:
     ``labels[:, 1:]`` from positions ``:-1``); ``num_items_in_batch``, the number of trained
     (shifted) label tokens to divide the summed token loss by: those of the whole optimizer step
     (gradient accumulation included, summed over ranks) on training batches, those of this batch on
-    evaluation batches, ``None`` when the trainer does not count them; ``training``;
-    ``return_outputs``; ``need_outputs``, which a wrapper sets before ``yield`` when it needs the inner
-    loss's ``outputs`` (the logits); and ``method_loss()``, which computes the method's own loss for the
-    batch (with outputs when either flag asks for them).
+    evaluation batches, ``None`` when the trainer does not count them or the model takes no loss
+    keywords (the loss is then this batch's mean, which the trainer divides by the accumulation steps);
+    ``token_loss_scale``, what a loss divided by ``num_items_in_batch`` is multiplied by (the ranks,
+    when transformers averages tokens across devices); ``training``; ``return_outputs``;
+    ``need_outputs``, which a wrapper sets before ``yield`` when it needs the inner loss's ``outputs``
+    (the logits); and ``method_loss()``, which computes the method's own loss for the batch (with
+    outputs when either flag asks for them).
     Returns: a :class:`ft.api.LossResult` (``loss``, optional ``outputs``, named ``parts`` that the
     trainer logs as ``loss/<name>``). Combine: firstresult (capability ``loss``). The builtin
     fallback returns ``call.method_loss()``; a loss kernel implements it plainly to replace that (it
-    must ``requires_traits=("token_loss",)``); a plugin adding a term implements it with
-    ``@hookimpl(wrapper=True)``: ``result = yield``, then adds its term and a part.
+    must ``requires_traits=("token_loss",)``; ``ft.api.fused_token_loss(call, linear_ce, who)``
+    does everything but the fused function itself, exactly as the method would); a plugin adding a
+    term implements it with ``@hookimpl(wrapper=True)``: ``result = yield``, then adds its term and
+    a part.
     """
 
 

@@ -39,14 +39,27 @@ def ft_trainer_class(base: type) -> type:
                                                           num_items_in_batch=num_items_in_batch)
                 return LossResult(*out) if isinstance(out, tuple) else LossResult(out)
 
-            call = LossCall(model=model, inputs=inputs, num_items_in_batch=num_items_in_batch, training=model.training,
-                            return_outputs=return_outputs, method_loss=method_loss)
+            call = LossCall(model=model, inputs=inputs, training=model.training, return_outputs=return_outputs,
+                            method_loss=method_loss, **self._ft_token_normalisation(num_items_in_batch))
             result = pm.hook.loss(ctx=self.ft_ctx, call=call)
             if model.training and result.parts:
                 for name, value in result.parts.items():
                     total, count = self._ft_loss_parts.get(name, (0.0, 0))
                     self._ft_loss_parts[name] = (total + float(value.detach() if hasattr(value, "detach") else value), count + 1)
             return (result.loss, result.outputs) if return_outputs else result.loss
+
+        def _ft_token_normalisation(self, num_items_in_batch: Any) -> dict[str, Any]:
+            """How transformers normalises a token loss here (``Trainer.compute_loss``), for loss kernels:
+            the divisor reaches the model only when it takes loss keywords (else the trainer divides a
+            per-batch mean by the accumulation steps), and the result is multiplied by the number of
+            ranks when tokens are averaged across devices."""
+            takes_it = bool(self.model_accepts_loss_kwargs or self.compute_loss_func)
+            num_items = num_items_in_batch if takes_it else None
+            scale = 1.0
+            if self.args.average_tokens_across_devices and takes_it and num_items is not None:
+                tp_size = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+                scale = float(self.accelerator.num_processes // tp_size if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return {"num_items_in_batch": num_items, "token_loss_scale": scale}
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
             """Add the mean of each named loss part since the last log (``loss/<name>``) to training logs."""

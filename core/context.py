@@ -101,6 +101,25 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)
     #: Lines the kernel prints (rank 0) in the final run summary (plugins may append).
     report_lines: list[str] = field(default_factory=list)
+    #: Run when the run ends, in reverse order, whether it succeeded or failed (see :meth:`add_cleanup`).
+    cleanups: list[Callable[[], Any]] = field(default_factory=list)
+
+    def add_cleanup(self, undo: Callable[[], Any]) -> None:
+        """Have ``undo()`` run when this run ends, on every rank, even after an error: a plugin that
+        patches a library for its run (ft-liger) restores it, so the next run in the same process
+        (a sweep's next job, a test) starts from the library as it was."""
+        self.cleanups.append(undo)
+
+    def close(self) -> None:
+        """Run the cleanups (newest first); one that fails is logged and the others still run."""
+        while self.cleanups:
+            undo = self.cleanups.pop()
+            try:
+                undo()
+            except Exception:  # noqa: BLE001 - a failed cleanup must not hide the run's own outcome
+                import logging
+
+                logging.getLogger("ft").exception("cleanup %r failed", undo)
 
     @property
     def is_main(self) -> bool:

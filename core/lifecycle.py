@@ -158,14 +158,16 @@ def run(prepared: Any, run_dir: Path | None = None, resume: bool = False) -> dic
     if ranks.is_main:
         write_run_record(run_dir, prepared, ranks.world_size, resume)
     handler = setup_logging(run_dir, ranks)
+    ctx = prepared.context(run_dir, ranks)
     try:
-        return _run(prepared.context(run_dir, ranks), ranks)
+        return _run(ctx, ranks)
     except Exception:
         if not isinstance(sys.exc_info()[1], FtUserError):
             name = "error.txt" if ranks.is_main else f"error.rank{ranks.rank}.txt"
             (run_dir / name).write_text(traceback.format_exc())
         raise
     finally:
+        ctx.close()
         _close_logging(handler)
 
 

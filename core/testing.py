@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+from ft import hookimpl
 
 try:  # the helpers work without pytest; only the fixtures need it
     import pytest
@@ -194,3 +197,114 @@ def run_ft(args: list[str], cwd: Path | None = None, env: dict[str, str] | None 
         full_env["PYTHONPATH"] = os.pathsep.join([str(site), full_env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "ft.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# -- loss kernels: the plain computation they must equal, and training runs to compare ---------------------
+
+
+def reference_linear_cross_entropy(hidden: Any, weight: Any, targets: Any, bias: Any = None, *, ignore_index: int = -100,
+                                   softcap: float | None = None, z_loss: float = 0.0,
+                                   label_smoothing: float = 0.0) -> Any:
+    """``F.cross_entropy(hidden @ weight.T)`` summed over trained tokens, all logits at once in fp32 (plus
+    soft-capping, PaLM's z-loss and label smoothing when asked): what a fused kernel must equal."""
+    import torch
+
+    logits = (hidden @ weight.T + (bias if bias is not None else 0)).float()
+    logits = logits.reshape(-1, logits.size(-1))
+    targets = targets.reshape(-1)
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum",
+                                             label_smoothing=label_smoothing)
+    if z_loss:
+        loss = loss + z_loss * torch.logsumexp(logits[targets != ignore_index], dim=-1).square().sum()
+    return loss
+
+
+def linear_ce_case(tokens: int = 61, hidden: int = 24, vocab: int = 211, ignored_every: int = 3, dtype: Any = None,
+                   device: str = "cpu", seed: int = 0) -> tuple[Any, Any, Any]:
+    """``(hidden [tokens, H], weight [V, H], targets [tokens])``, every ``ignored_every``-th target ignored."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    dtype = dtype or torch.float32
+    h = (torch.randn(tokens, hidden, generator=generator) * 0.5).to(device, dtype)
+    w = (torch.randn(vocab, hidden, generator=generator) * 0.5).to(device, dtype)
+    t = torch.randint(0, vocab, (tokens,), generator=generator).to(device)
+    if ignored_every:
+        t[::ignored_every] = -100
+    return h, w, t
+
+
+def assert_linear_ce_matches(fn: Any, hidden: Any, weight: Any, targets: Any, rel: float = 1e-5,
+                             grad_tol: float = 1e-5, **options: Any) -> None:
+    """``fn(hidden, weight, targets, **options)`` (a summed loss) equals :func:`reference_linear_cross_entropy`
+    on the same numbers in fp32: the mean loss to ``rel``, the gradients of the mean loss for the hidden
+    states and the head weight within ``grad_tol`` (absolute at 1e-5, else relative to the largest one)."""
+    count = max(int((targets != -100).sum()), 1)
+
+    def run(f: Any, h: Any, w: Any, **kw: Any) -> tuple[Any, Any, Any]:
+        h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+        loss = f(h, w, targets, **kw) / count
+        loss.backward()
+        return loss.detach().float(), h.grad.float(), w.grad.float()
+
+    got = run(fn, hidden, weight, **options)
+    want = run(reference_linear_cross_entropy, hidden.float(), weight.float(), **options)
+    assert abs(got[0].item() - want[0].item()) <= rel * max(1.0, abs(want[0].item())), (got[0].item(), want[0].item())
+    for name, mine, theirs in (("hidden", got[1], want[1]), ("weight", got[2], want[2])):
+        scale = theirs.abs().max().item() if grad_tol > 1e-5 else 1.0
+        error = (mine - theirs).abs().max().item()
+        assert error <= grad_tol * max(scale, 1e-12), f"gradient of the {name}: off by {error:.3g}"
+
+
+class TrainingRecorder:
+    """A spy plugin: every training batch's loss as the trainer receives it, and the trainable weights
+    at the start and at the end (for :func:`assert_same_training`)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.initial: dict[str, Any] = {}
+        self.final: dict[str, Any] = {}
+
+    @staticmethod
+    def _weights(ctx: Any) -> dict[str, Any]:
+        return {n: p.detach().clone() for n, p in ctx.model.named_parameters() if p.requires_grad}
+
+    @hookimpl
+    def post_trainer_create(self, ctx: Any) -> None:
+        self.initial = self._weights(ctx)
+
+    @hookimpl(wrapper=True)
+    def loss(self, ctx: Any, call: Any):
+        result = yield
+        if call.training:
+            self.losses.append(float(result.loss.detach()))
+        return result
+
+    @hookimpl
+    def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
+        self.final = self._weights(ctx)
+
+
+def train_tiny_sft(model_dir: Path, run_dir: Path, overrides: list[str], rows: int = 24, steps: int = 5) -> TrainingRecorder:
+    """A short SFT run of the tiny model on chat rows (lr 1e-3, so the weights move), recorded."""
+    data = write_chat_rows(run_dir.parent / "chat.jsonl", n=rows)
+    recorder = TrainingRecorder()
+    run_lifecycle([f"model.name_or_path={model_dir}", "data=chat", f"data.path={data}", "trainer.micro_batch_size=4",
+                   f"trainer.max_steps={steps}", "optim.lr=1e-3", "run.plot=false", "run.save_final_model=false",
+                   *overrides], run_dir, recorder)
+    return recorder
+
+
+def assert_same_training(plain: TrainingRecorder, other: TrainingRecorder, tol: float = 1e-4) -> None:
+    """The same loss at every batch and the same trained weights (to ``tol``), after weights that moved."""
+    assert len(plain.losses) == len(other.losses) > 0, (len(plain.losses), len(other.losses))
+    worst = max(abs(a - b) for a, b in zip(plain.losses, other.losses))
+    assert worst <= tol, f"loss curves differ by {worst:.3g}: {plain.losses} vs {other.losses}"
+    moved = max((plain.final[n] - w).abs().max().item() for n, w in plain.initial.items())
+    assert moved > 10 * tol, f"the weights hardly moved ({moved:.3g}): nothing to compare"
+    assert plain.final.keys() == other.final.keys()
+    for name, weight in plain.final.items():
+        error = (other.final[name] - weight).abs().max().item()
+        assert error <= tol, f"{name} differs by {error:.3g} after training"

@@ -54,7 +54,8 @@ def output_head(model: Any, who: str) -> Any:
     head = _unwrap(model).get_output_embeddings()
     if type(head) is not torch.nn.Linear:
         raise ConfigError(
-            f"{who} computes the loss from the output head's weight, but the head is a {type(head).__name__} "
+            f"{who} computes the loss from the output head's weight, but the head is a "
+            f"{type(head).__module__}.{type(head).__qualname__} "
             f"(an adapter wraps it, or the model has no plain linear head); drop lm_head from the adapter's "
             f"target_modules / modules_to_save, or drop {who}")
     return head

@@ -197,20 +197,3 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     return total
 
-
-def reference_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                   bias: torch.Tensor | None = None, *, ignore_index: int = IGNORE_INDEX,
-                                   softcap: float | None = None, z_loss: float = 0.0,
-                                   label_smoothing: float = 0.0) -> torch.Tensor:
-    """The same loss the plain way (all logits at once): what the fused function is tested against."""
-    logits = (hidden @ weight.T + (bias if bias is not None else 0)).float()
-    logits = logits.reshape(-1, logits.size(-1))
-    targets = targets.reshape(-1)
-    if softcap:
-        logits = softcap * torch.tanh(logits / softcap)
-    loss = torch.nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum",
-                                             label_smoothing=label_smoothing)
-    if z_loss:
-        trained = targets != ignore_index
-        loss = loss + z_loss * torch.logsumexp(logits[trained], dim=-1).square().sum()
-    return loss

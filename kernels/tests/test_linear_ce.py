@@ -1,9 +1,9 @@
-"""ft's fused linear cross entropy against the plain computation: ``F.cross_entropy(hidden @ W.T)``.
+"""ft's fused linear cross entropy against the plain computation, ``F.cross_entropy(hidden @ W.T)``.
 
 Both backends: plain torch, and the Triton kernels, which run under ``TRITON_INTERPRET=1`` (Triton's CPU
 interpreter) when no GPU is present. Tolerances: 1e-5 in fp32 (relative on the loss, absolute on the
-gradients of a mean loss); bf16 inputs against an fp32 reference of the same bf16 numbers: 2e-2 relative on
-the loss, and gradients within 2e-2 of the largest gradient (bf16 keeps 8 bits of mantissa).
+gradients of the mean loss); bf16 inputs against fp32 on the same bf16 numbers: 2e-2 relative on the loss,
+and gradients within 2e-2 of the largest gradient (bf16 keeps 8 bits of mantissa).
 """
 
 from __future__ import annotations
@@ -16,38 +16,19 @@ import torch
 if not torch.cuda.is_available():  # before Triton's kernels are defined: they are interpreted on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from ft_kernels.linear_ce import linear_cross_entropy, reference_linear_cross_entropy  # noqa: E402
+from ft.testing import assert_linear_ce_matches, linear_ce_case, reference_linear_cross_entropy  # noqa: E402
+from ft_kernels.linear_ce import linear_cross_entropy  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = ["torch", "triton"]
 
 
-def problem(tokens=61, hidden=24, vocab=211, ignored_every=3, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    h = (torch.randn(tokens, hidden, generator=generator) * 0.5).to(DEVICE, dtype)
-    w = (torch.randn(vocab, hidden, generator=generator) * 0.5).to(DEVICE, dtype)
-    t = torch.randint(0, vocab, (tokens,), generator=generator).to(DEVICE)
-    if ignored_every:
-        t[::ignored_every] = -100
-    return h, w, t
+def case(**kw):
+    return linear_ce_case(device=DEVICE, **kw)
 
 
-def loss_and_grads(fn, h, w, t, **kw):
-    h = h.detach().clone().requires_grad_()
-    w = w.detach().clone().requires_grad_()
-    count = max(int((t != -100).sum()), 1)
-    loss = fn(h, w, t, **kw) / count
-    loss.backward()
-    return loss.detach(), h.grad, w.grad
-
-
-def assert_matches_reference(backend, h, w, t, rel=1e-5, grad_tol=1e-5, chunk_size=16, **options):
-    got = loss_and_grads(linear_cross_entropy, h, w, t, backend=backend, chunk_size=chunk_size, **options)
-    want = loss_and_grads(reference_linear_cross_entropy, h.float(), w.float(), t, **options)
-    assert got[0].float().item() == pytest.approx(want[0].item(), rel=rel, abs=rel)
-    for mine, theirs in zip(got[1:], want[1:]):
-        scale = theirs.abs().max().item() if grad_tol > 1e-5 else 1.0
-        assert (mine.float() - theirs).abs().max().item() <= grad_tol * max(scale, 1e-12)
+def fused(backend: str, chunk_size: int = 16):
+    return lambda h, w, t, **kw: linear_cross_entropy(h, w, t, backend=backend, chunk_size=chunk_size, **kw)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -56,19 +37,19 @@ def assert_matches_reference(backend, h, w, t, rel=1e-5, grad_tol=1e-5, chunk_si
     {"softcap": 2.5, "z_loss": 1e-3, "label_smoothing": 0.2},
 ], ids=["plain", "softcap", "z_loss", "label_smoothing", "all"])
 def test_loss_and_gradients_equal_the_plain_computation_in_fp32(backend, options):
-    assert_matches_reference(backend, *problem(), **options)
+    assert_linear_ce_matches(fused(backend), *case(), **options)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_chunk_size_gives_the_same_numbers(backend):
-    h, w, t = problem(tokens=40)
+    h, w, t = case(tokens=40)
     for chunk_size in (1, 7, 40, 4096):
-        assert_matches_reference(backend, h, w, t, chunk_size=chunk_size)
+        assert_linear_ce_matches(fused(backend, chunk_size), h, w, t)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_all_ignored_batch_is_a_differentiable_zero(backend):
-    h, w, t = problem(tokens=9)
+    h, w, t = case(tokens=9)
     t[:] = -100
     h.requires_grad_()
     w.requires_grad_()
@@ -80,7 +61,7 @@ def test_an_all_ignored_batch_is_a_differentiable_zero(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradients_accumulate_over_micro_batches_like_the_plain_computation(backend):
-    h, w, t = problem(tokens=48)
+    h, w, t = case(tokens=48)
     weight, ref_weight = w.clone().requires_grad_(), w.clone().requires_grad_()
     total = int((t != -100).sum())  # num_items_in_batch: the trained tokens of the whole step
     for part in (slice(0, 16), slice(16, 32), slice(32, 48)):
@@ -91,16 +72,16 @@ def test_gradients_accumulate_over_micro_batches_like_the_plain_computation(back
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_frozen_head_gets_no_gradient_and_the_hidden_states_still_do(backend):
-    h, w, t = problem()
+    h, w, t = case()
     h.requires_grad_()
     linear_cross_entropy(h, w, t, backend=backend).backward()  # w: a LoRA or QLoRA base model's head
-    assert w.grad is None and h.grad is not None and torch.count_nonzero(h.grad[1::3]) > 0
+    assert w.grad is None and torch.count_nonzero(h.grad[1::3]) > 0
     assert torch.count_nonzero(h.grad[::3]) == 0  # ignored positions get exactly nothing
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_head_bias_and_three_dimensional_hidden_states(backend):
-    h, w, t = problem(tokens=24)
+    h, w, t = case(tokens=24)
     bias = (torch.randn(w.size(0)) * 0.1).to(DEVICE).requires_grad_()
     hidden = h.reshape(2, 12, -1).requires_grad_()
     loss = linear_cross_entropy(hidden, w, t.reshape(2, 12), bias, backend=backend)
@@ -116,12 +97,11 @@ def test_a_head_bias_and_three_dimensional_hidden_states(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [{}, {"softcap": 4.0}], ids=["plain", "softcap"])
 def test_bf16_inputs_stay_within_the_documented_tolerance(backend, options):
-    h, w, t = problem(dtype=torch.bfloat16)
-    assert_matches_reference(backend, h, w, t, rel=2e-2, grad_tol=2e-2, **options)
+    assert_linear_ce_matches(fused(backend), *case(dtype=torch.bfloat16), rel=2e-2, grad_tol=2e-2, **options)
 
 
 def test_bad_shapes_and_options_say_what_is_wrong():
-    h, w, t = problem(tokens=8)
+    h, w, t = case(tokens=8)
     with pytest.raises(ValueError, match="hidden size 24 does not match the head's 23"):
         linear_cross_entropy(h, w[:, :23], t)
     with pytest.raises(ValueError, match=r"targets \(7,\) do not match hidden states \(8,\)"):

@@ -64,31 +64,36 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 # -- the arithmetic on one chunk of logits, plain torch -------------------------------------------------------
 
 
-def torch_row_stats(logits: torch.Tensor, targets: torch.Tensor, opts: LossOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: ``(lse, loss)`` of raw fp32 ``logits`` ``[C, V]`` (soft-capped in place when asked)."""
-    if opts.softcap:
-        logits.div_(opts.softcap).tanh_().mul_(opts.softcap)
-    lse = torch.logsumexp(logits, dim=-1)
-    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
-    loss = lse - (1.0 - opts.label_smoothing) * target_logit
-    if opts.label_smoothing:
-        loss -= opts.label_smoothing * logits.mean(dim=-1)
-    if opts.z_loss:
-        loss += opts.z_loss * lse * lse
-    return lse, loss
-
-
-def torch_logits_grad(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
-                      opts: LossOptions) -> torch.Tensor:
-    """Turn raw fp32 ``logits`` ``[C, V]`` into d(loss * scale)/d(raw logits), in place; return it."""
+def torch_row_stats(logits: torch.Tensor, targets: torch.Tensor, opts: LossOptions,
+                    keep_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per row ``(lse, loss, capped)`` of raw fp32 ``logits`` ``[C, V]``, which are overwritten: with the
+    softmax when ``keep_probs`` (and ``capped`` = tanh(u / cap) under soft-capping, for its derivative)."""
     capped = None
     if opts.softcap:
         logits.div_(opts.softcap).tanh_()
-        capped = logits.clone()  # tanh(u / cap), for the soft-cap's derivative 1 - tanh^2
+        capped = logits.clone() if keep_probs else None
         logits.mul_(opts.softcap)
-    grad = logits.sub_(lse[:, None]).exp_()  # softmax
+    target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+    mean_logit = logits.mean(dim=-1) if opts.label_smoothing else None
+    row_max = logits.amax(dim=-1)
+    exps = logits.sub_(row_max[:, None]).exp_()  # in place: no second chunk-sized buffer
+    row_sum = exps.sum(dim=-1)
+    lse = row_max + row_sum.log()
+    loss = lse - (1.0 - opts.label_smoothing) * target_logit
+    if mean_logit is not None:
+        loss -= opts.label_smoothing * mean_logit
+    if opts.z_loss:
+        loss += opts.z_loss * lse * lse
+    if keep_probs:
+        exps.div_(row_sum[:, None])
+    return lse, loss, capped
+
+
+def torch_grad_from_probs(probs: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                          opts: LossOptions, capped: torch.Tensor | None) -> torch.Tensor:
+    """Turn a chunk's softmax ``probs`` into d(loss * scale)/d(raw logits), in place; return it."""
     row_scale = scale * (1.0 + 2.0 * opts.z_loss * lse) if opts.z_loss else scale.expand_as(lse)
-    grad.mul_(row_scale[:, None])
+    grad = probs.mul_(row_scale[:, None])
     rows = torch.arange(grad.size(0), device=grad.device)
     grad[rows, targets] -= (1.0 - opts.label_smoothing) * scale
     if opts.label_smoothing:
@@ -98,12 +103,36 @@ def torch_logits_grad(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Te
     return grad
 
 
+def torch_logits_grad(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                      opts: LossOptions) -> torch.Tensor:
+    """Turn raw fp32 ``logits`` ``[C, V]`` into d(loss * scale)/d(raw logits), in place, from the saved ``lse``."""
+    capped = None
+    if opts.softcap:
+        logits.div_(opts.softcap).tanh_()
+        capped = logits.clone()
+        logits.mul_(opts.softcap)
+    return torch_grad_from_probs(logits.sub_(lse[:, None]).exp_(), targets, lse, scale, opts, capped)
+
+
 def _row_stats(backend: str, logits, targets, opts):
+    """``(lse, loss)``; ``logits`` may be overwritten."""
     if backend == "triton":
         from ft_kernels.triton_ops import triton_row_stats
 
         return triton_row_stats(logits, targets, opts)
-    return torch_row_stats(logits, targets, opts)
+    return torch_row_stats(logits, targets, opts)[:2]
+
+
+def _stats_and_grad(backend: str, logits, targets, opts):
+    """``(lse, loss, grad)`` with ``grad`` = d(loss)/d(raw logits), written over ``logits``."""
+    one = torch.ones((), dtype=torch.float32, device=logits.device)
+    if backend == "triton":
+        from ft_kernels.triton_ops import triton_logits_grad, triton_row_stats
+
+        lse, loss = triton_row_stats(logits, targets, opts)
+        return lse, loss, triton_logits_grad(logits, targets, lse, one, opts)
+    lse, loss, capped = torch_row_stats(logits, targets, opts, keep_probs=True)
+    return lse, loss, torch_grad_from_probs(logits, targets, lse, one, opts, capped)
 
 
 def _logits_grad(backend: str, logits, targets, lse, scale, opts):
@@ -114,63 +143,97 @@ def _logits_grad(backend: str, logits, targets, lse, scale, opts):
     return torch_logits_grad(logits, targets, lse, scale, opts)
 
 
+class _Grads:
+    """The gradient buffers of one call: hidden states ``[N, H]``, head weight (fp32 sums) and bias."""
+
+    def __init__(self, wants: tuple[bool, bool, bool], hidden_shape, dtype, weight, device) -> None:
+        self.hidden = torch.zeros(hidden_shape, dtype=dtype, device=device) if wants[0] else None
+        self.weight = torch.zeros(weight.shape, dtype=torch.float32, device=device) if wants[1] else None
+        self.bias = torch.zeros(weight.size(0), dtype=torch.float32, device=device) if wants[2] else None
+
+    def add_chunk(self, grad: torch.Tensor, chunk: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> None:
+        """Multiply one chunk's logits gradient (fp32 ``[C, V]``) into the three gradients."""
+        if self.bias is not None:
+            self.bias += grad.sum(0)
+        grad = grad.to(chunk.dtype)
+        if self.hidden is not None:
+            self.hidden.index_copy_(0, rows, grad @ weight)
+        if self.weight is not None:
+            if chunk.dtype == torch.float32:
+                self.weight.addmm_(grad.T, chunk)
+            else:  # the product in the inputs' precision, the sum over chunks in fp32
+                self.weight += (grad.T @ chunk).float()
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Sum of the token losses of the rows of ``hidden`` whose target is not ignored."""
+    """Sum of the token losses of the rows of ``hidden`` whose target is not ignored.
+
+    ``recompute=False`` (with gradients wanted): the gradients are computed in the forward, chunk by
+    chunk, from the softmax already at hand, and only scaled in the backward (three matrix products a
+    chunk, like the naive loss). ``recompute=True``: the forward keeps only each row's log-sum-exp and
+    the backward recomputes every chunk's logits (four products; nothing but the lse between the two).
+    Both hold one chunk of logits at a time.
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, opts: LossOptions, chunk_size: int, backend: str):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, opts: LossOptions, chunk_size: int, backend: str,  # type: ignore[override]
+                wants: tuple[bool, bool, bool], recompute: bool):
         trained = (targets != opts.ignore_index).nonzero().squeeze(1)
         kept_hidden = hidden.index_select(0, trained)
         kept_targets = targets.index_select(0, trained)
         lse = torch.empty(trained.numel(), dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        eager = any(wants) and not recompute
+        grads = _Grads(wants, hidden.shape, hidden.dtype, weight, hidden.device) if eager else None
         for start in range(0, trained.numel(), chunk_size):
             rows = slice(start, start + chunk_size)
             logits = _chunk_logits(kept_hidden[rows], weight, bias)
-            lse[rows], loss = _row_stats(backend, logits, kept_targets[rows], opts)
+            if grads is not None:
+                lse[rows], loss, grad = _stats_and_grad(backend, logits, kept_targets[rows], opts)
+                grads.add_chunk(grad, kept_hidden[rows], trained[rows], weight)
+                del grad  # the chunk's buffer: free before the next chunk's logits
+            else:
+                lse[rows], loss = _row_stats(backend, logits, kept_targets[rows], opts)
             total += loss.sum()
             del logits
-        ctx.save_for_backward(kept_hidden, weight, bias, kept_targets, trained, lse)
-        ctx.opts, ctx.chunk_size, ctx.backend, ctx.hidden_shape = opts, chunk_size, backend, hidden.shape
+        ctx.grads = grads
+        ctx.save_for_backward(*([] if eager else [kept_hidden, weight, bias, kept_targets, trained, lse]))
+        ctx.opts, ctx.chunk_size, ctx.backend, ctx.hidden_shape, ctx.wants = opts, chunk_size, backend, hidden.shape, wants
+        ctx.param_dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total
 
     @staticmethod
     def backward(ctx, grad_total):  # type: ignore[override]
-        kept_hidden, weight, bias, kept_targets, trained, lse = ctx.saved_tensors
-        opts, dtype = ctx.opts, kept_hidden.dtype
-        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
         scale = grad_total.float()
-        grad_hidden = torch.zeros(ctx.hidden_shape, dtype=dtype, device=kept_hidden.device) if want_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
-        grad_bias = torch.zeros(weight.size(0), dtype=torch.float32, device=weight.device) if want_bias else None
+        if ctx.grads is not None:  # computed in the forward: scale them by the incoming gradient
+            grads, ctx.grads = ctx.grads, None
+            return (*_scaled(grads, ctx.param_dtypes, scale), None, None, None, None, None, None)
+        kept_hidden, weight, bias, kept_targets, trained, lse = ctx.saved_tensors
+        grads = _Grads(ctx.wants, ctx.hidden_shape, kept_hidden.dtype, weight, kept_hidden.device)
         for start in range(0, trained.numel(), ctx.chunk_size):
             rows = slice(start, start + ctx.chunk_size)
-            chunk = kept_hidden[rows]
-            logits = _chunk_logits(chunk, weight, bias)
-            grad = _logits_grad(ctx.backend, logits, kept_targets[rows], lse[rows], scale, opts)
-            if grad_bias is not None:
-                grad_bias += grad.sum(0)
-            grad = grad.to(dtype)
-            if grad_hidden is not None:
-                grad_hidden.index_copy_(0, trained[rows], grad @ weight)
-            if grad_weight is not None:
-                if dtype == torch.float32:
-                    grad_weight.addmm_(grad.T, chunk)
-                else:  # the product in the inputs' precision, the sum over chunks in fp32
-                    grad_weight += (grad.T @ chunk).float()
+            logits = _chunk_logits(kept_hidden[rows], weight, bias)
+            grad = _logits_grad(ctx.backend, logits, kept_targets[rows], lse[rows], scale, ctx.opts)
+            grads.add_chunk(grad, kept_hidden[rows], trained[rows], weight)
             del logits, grad
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        if grad_bias is not None:
-            grad_bias = grad_bias.to(bias.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return (*_scaled(grads, ctx.param_dtypes, None), None, None, None, None, None, None)
+
+
+def _scaled(grads: _Grads, dtypes: tuple, scale: torch.Tensor | None) -> list:
+    """The three gradients in their parameters' dtypes, times ``scale`` when given."""
+    out = []
+    for grad, dtype in ((grads.hidden, None), (grads.weight, dtypes[0]), (grads.bias, dtypes[1])):
+        if grad is not None and scale is not None:
+            grad = grad.mul_(scale.to(grad.dtype))
+        out.append(grad.to(dtype) if grad is not None and dtype is not None else grad)
+    return out
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          bias: torch.Tensor | None = None, *, ignore_index: int = IGNORE_INDEX,
                          softcap: float | None = None, z_loss: float = 0.0, label_smoothing: float = 0.0,
-                         reduction: Literal["sum", "mean"] = "sum", chunk_size: int = 2048,
-                         backend: Backend = "auto") -> torch.Tensor:
+                         reduction: Literal["sum", "mean"] = "sum", chunk_size: int = 1024,
+                         backend: Backend = "auto", recompute: bool = False) -> torch.Tensor:
     """Cross entropy of ``hidden @ weight.T (+ bias)`` against ``targets``, never materialising the logits.
 
     ``hidden``: ``[..., H]``; ``weight``: ``[V, H]``; ``targets``: ``[...]`` (already aligned with
@@ -178,7 +241,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     ``reduction="sum"`` is the sum over trained tokens (divide it by ``num_items_in_batch`` yourself, as
     transformers does); ``"mean"`` divides by the number of trained tokens. With no trained token the
     result is a differentiable 0. ``chunk_size``: tokens per chunk (peak extra memory is about
-    ``chunk_size * V * 4`` bytes, twice that with soft-capping in the backward).
+    ``chunk_size * V * 4`` bytes, twice that with soft-capping, plus the head's fp32 gradient).
+    ``recompute``: compute the gradients in the backward from recomputed logits (four matrix products
+    instead of three) rather than in the forward, when gradients are wanted at all.
     """
     if hidden.size(-1) != weight.size(1):
         raise ValueError(f"hidden size {hidden.size(-1)} does not match the head's {weight.size(1)}")
@@ -189,8 +254,10 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     opts = LossOptions(ignore_index, softcap or None, float(z_loss), float(label_smoothing))
     flat_hidden = hidden.reshape(-1, hidden.size(-1))
     flat_targets = targets.reshape(-1)
+    wants = (hidden.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    wants = wants if torch.is_grad_enabled() else (False, False, False)
     total = _LinearCrossEntropy.apply(flat_hidden, weight, bias, flat_targets, opts, chunk_size,
-                                      resolve_backend(backend, hidden.device))
+                                      resolve_backend(backend, hidden.device), wants, recompute)
     if reduction == "mean":
         return total / (flat_targets != ignore_index).sum().clamp(min=1)
     if reduction != "sum":

@@ -81,6 +81,6 @@ def loss(ctx: Any, call: Any) -> Any:
         return linear_cross_entropy(head.hidden, head.weight, head.targets, head.bias,
                                     softcap=options.softcap or head.softcap, z_loss=options.z_loss,
                                     label_smoothing=options.label_smoothing, chunk_size=options.chunk_size,
-                                    backend=options.backend)
+                                    backend=options.backend, recompute=options.recompute)
 
     return fused_token_loss(call, fused, WHO)

@@ -14,7 +14,8 @@ class FusedCrossEntropyConfig:
 
     name: str = "ft"
     backend: Literal["auto", "torch", "triton"] = "auto"
-    chunk_size: int = bounded(2048, ge=1)
+    chunk_size: int = bounded(1024, ge=1)
+    recompute: bool = False
     softcap: float | None = bounded(None, gt=0)
     z_loss: float = bounded(0.0, ge=0)
     label_smoothing: float = bounded(0.0, ge=0, lt=1)

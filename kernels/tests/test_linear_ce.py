@@ -27,24 +27,27 @@ def case(**kw):
     return linear_ce_case(device=DEVICE, **kw)
 
 
-def fused(backend: str, chunk_size: int = 16):
-    return lambda h, w, t, **kw: linear_cross_entropy(h, w, t, backend=backend, chunk_size=chunk_size, **kw)
+def fused(backend: str, chunk_size: int = 16, recompute: bool = False):
+    return lambda h, w, t, **kw: linear_cross_entropy(h, w, t, backend=backend, chunk_size=chunk_size,
+                                                      recompute=recompute, **kw)
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["grads_in_forward", "recompute"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [
     {}, {"softcap": 4.0}, {"z_loss": 1e-2}, {"label_smoothing": 0.1},
     {"softcap": 2.5, "z_loss": 1e-3, "label_smoothing": 0.2},
 ], ids=["plain", "softcap", "z_loss", "label_smoothing", "all"])
-def test_loss_and_gradients_equal_the_plain_computation_in_fp32(backend, options):
-    assert_linear_ce_matches(fused(backend), *case(), **options)
+def test_loss_and_gradients_equal_the_plain_computation_in_fp32(backend, options, recompute):
+    assert_linear_ce_matches(fused(backend, recompute=recompute), *case(), **options)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_chunk_size_gives_the_same_numbers(backend):
     h, w, t = case(tokens=40)
     for chunk_size in (1, 7, 40, 4096):
-        assert_linear_ce_matches(fused(backend, chunk_size), h, w, t)
+        for recompute in (False, True):
+            assert_linear_ce_matches(fused(backend, chunk_size, recompute), h, w, t)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -64,8 +67,9 @@ def test_gradients_accumulate_over_micro_batches_like_the_plain_computation(back
     h, w, t = case(tokens=48)
     weight, ref_weight = w.clone().requires_grad_(), w.clone().requires_grad_()
     total = int((t != -100).sum())  # num_items_in_batch: the trained tokens of the whole step
-    for part in (slice(0, 16), slice(16, 32), slice(32, 48)):
-        (linear_cross_entropy(h[part], weight, t[part], backend=backend, chunk_size=5) / total).backward()
+    for index, part in enumerate((slice(0, 16), slice(16, 32), slice(32, 48))):
+        fused_loss = linear_cross_entropy(h[part], weight, t[part], backend=backend, chunk_size=5, recompute=index == 1)
+        (fused_loss / total).backward()
         (reference_linear_cross_entropy(h[part], ref_weight, t[part]) / total).backward()
     assert (weight.grad - ref_weight.grad).abs().max().item() < 1e-5
 
@@ -94,10 +98,20 @@ def test_a_head_bias_and_three_dimensional_hidden_states(backend):
     assert (bias.grad - ref_bias.grad).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["grads_in_forward", "recompute"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("options", [{}, {"softcap": 4.0}], ids=["plain", "softcap"])
-def test_bf16_inputs_stay_within_the_documented_tolerance(backend, options):
-    assert_linear_ce_matches(fused(backend), *case(dtype=torch.bfloat16), rel=2e-2, grad_tol=2e-2, **options)
+def test_bf16_inputs_stay_within_the_documented_tolerance(backend, options, recompute):
+    assert_linear_ce_matches(fused(backend, recompute=recompute), *case(dtype=torch.bfloat16), rel=2e-2,
+                             grad_tol=2e-2, **options)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_gradients_the_loss_alone_is_computed(backend):
+    h, w, t = case()
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t, backend=backend)
+    assert loss.item() == pytest.approx(reference_linear_cross_entropy(h, w, t).item(), rel=1e-5)
 
 
 def test_bad_shapes_and_options_say_what_is_wrong():

@@ -236,10 +236,11 @@ def training_args_class(ctx: RunContext) -> type | None:
 def pre_model_load(ctx: RunContext) -> dict[str, Any] | None:
     """Phase *patch*: apply library patches and contribute ``from_pretrained`` keyword arguments.
 
-    When: after the training arguments exist, just before the model loads. Who belongs here: kernel
-    patches (Liger: ``apply_liger_kernel_to_*``; a plugin that patches a library says so in its
-    README), a quantization config (QLoRA's ``BitsAndBytesConfig``), an attention implementation, a
-    ``device_map``. Returns: a dict of ``from_pretrained`` keyword arguments, or ``None``.
+    When: after the training arguments exist, just before the model loads. Who belongs here:
+    patches of library classes and functions before the model is built (a plugin that patches a
+    library says so in its README and undoes it with ``ctx.add_cleanup``), a quantization config
+    (QLoRA's ``BitsAndBytesConfig``), an attention implementation, a ``device_map``. Returns: a dict
+    of ``from_pretrained`` keyword arguments, or ``None``.
     Combine: collected; merged, and two plugins setting the same key to different values is a plugin
     error.
     """
@@ -261,7 +262,8 @@ def prepare_model(ctx: RunContext) -> None:
 
     When: after ``load_model``, before adapters. Who belongs here: k-bit preparation
     (``prepare_model_for_kbit_training``), casts, gradient checkpointing, resizing embeddings for
-    new tokens. A plugin may replace ``ctx.model``. Returns: nothing. Combine: collected, in order.
+    new tokens, kernels patched into the loaded instance (ft-liger's ``apply_liger_kernel_to_*``).
+    A plugin may replace ``ctx.model``. Returns: nothing. Combine: collected, in order.
     """
 
 

@@ -219,6 +219,8 @@ def main() -> int:
         summaries.update(found)
         headline += lines
     baseline = "naive" if "naive" in summaries else "step:plain"
+    if args.part == "step":
+        args.repeat = args.step_repeat  # the record's rounds are the step part's
     record("kernels", args, {"part": args.part, "tokens": args.tokens, "hidden": HIDDEN, "vocab": VOCAB,
                              "reps": args.reps, "steps": args.steps, "threads": args.threads},
            summaries, baseline, headline, load_before,

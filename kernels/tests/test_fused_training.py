@@ -22,6 +22,20 @@ def test_the_fused_loss_trains_exactly_like_the_methods_own(tiny_model_dir, tmp_
     assert_same_training(plain, fused)
 
 
+def test_qlora_trains_exactly_like_the_methods_own_loss(tiny_model_dir, tmp_path):
+    qlora = ["+adapter=qlora", "adapter.r=4"]  # the head stays unquantised and frozen under the 4-bit base
+    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", qlora, steps=3)
+    fused = train_tiny_sft(tiny_model_dir, tmp_path / "fused", [*qlora, "+kernels=ft", "kernels.recompute=true"], steps=3)
+    assert_same_training(plain, fused)
+
+
+def test_distillation_gets_the_logits_it_asks_for_and_the_same_training(tiny_model_dir, tmp_path):
+    kd = ["+method=kd", f"method.teacher={tiny_model_dir}", "method.eval_kl=false"]  # kd wraps the loss, needs logits
+    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", kd, steps=3)
+    fused = train_tiny_sft(tiny_model_dir, tmp_path / "fused", [*kd, "+kernels=ft"], steps=3)
+    assert_same_training(plain, fused)
+
+
 def test_a_method_that_computes_its_own_logits_is_refused_at_validate(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"prompt": "1 + 1?", "chosen": "2", "rejected": "3"}\n' * 4)

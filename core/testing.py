@@ -287,6 +287,15 @@ class TrainingRecorder:
         self.final = self._weights(ctx)
 
 
+#: The training setups a loss kernel must serve exactly like the method's own loss (overrides for :func:`train_tiny_sft`).
+LOSS_KERNEL_SETUPS: dict[str, list[str]] = {
+    "full": [],
+    "lora": ["+adapter=lora"],
+    "multipack": ["+packing=multipack", "data.sequence_len=128", "trainer.micro_batch_size=1"],
+    "accumulation": ["trainer.gradient_accumulation_steps=3", "trainer.micro_batch_size=2"],
+}
+
+
 def train_tiny_sft(model_dir: Path, run_dir: Path, overrides: list[str], rows: int = 24, steps: int = 5) -> TrainingRecorder:
     """A short SFT run of the tiny model on chat rows (lr 1e-3, so the weights move), recorded."""
     data = write_chat_rows(run_dir.parent / "chat.jsonl", n=rows)

@@ -29,6 +29,9 @@ from bench._harness import (add_common_args, add_device_args, add_workload_args,
 from bench._harness.axolotl import add_axolotl_args, ensure_venv, print_plan_and_exit  # noqa: E402
 
 
+KERNELS = "ft kernels=ft"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, repeat=2, warmup=1)
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     add_axolotl_args(parser)
     add_workload_args(parser, steps=40, steps_help="training steps (one epoch of steps x batch rows)",
                       warmup_steps_help="steps not counted in steps/s")
+    parser.add_argument("--with-kernels", action="store_true",
+                        help="a third side: ft with kernels=ft (its fused linear cross entropy)")
     parser.add_argument("--smoke", action="store_true",
                         help="ft's side only, 3 steps, not recorded (a start-up check that needs no Axolotl)")
     args = parser.parse_args(argv)
@@ -71,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             return out
 
         sides = {"ft": lambda: figures(run_ft(root / f"ft{next(counter)}", model, rows, env, **train))}
+        if args.with_kernels:
+            sides[KERNELS] = lambda: figures(run_ft(root / f"ftk{next(counter)}", model, rows, env,
+                                                    extra=("+kernels=ft",), **train))
         if python is not None:
             sides = {"axolotl 0.19": lambda: figures(run_axolotl(python, root / f"ax{next(counter)}", model, rows, env,
                                                                  **train)), **sides}
@@ -106,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         ("largest process ft / Axolotl", f"{med['ft']['peak_process_rss_mb']:.0f} / "
                                           f"{med[base]['peak_process_rss_mb']:.0f} MiB RSS"),
     ]
+    if KERNELS in med:
+        fused = med[KERNELS]["steps_per_s"] / med[base]["steps_per_s"]
+        print(f"steps/s: ft with kernels=ft {fused:.2f}x Axolotl's (target >= 1: {'met' if fused >= 1 else 'missed'})")
+        headline.append(("steps/s ft kernels=ft / Axolotl", f"{med[KERNELS]['steps_per_s']:.2f} / "
+                                                            f"{med[base]['steps_per_s']:.2f} = {fused:.2f}"))
+        headline.append(("peak memory ft kernels=ft / Axolotl", f"{med[KERNELS]['peak_rss_mb']:.0f} / "
+                         f"{med[base]['peak_rss_mb']:.0f} MiB = {med[KERNELS]['peak_rss_mb'] / med[base]['peak_rss_mb']:.2f}"))
     if "cuda_peak_mb" in med["ft"] and "cuda_peak_mb" in med[base]:
         headline.append(("CUDA peak ft / Axolotl", f"{med['ft']['cuda_peak_mb']:.0f} / {med[base]['cuda_peak_mb']:.0f} MiB"))
     config = {"model_config": args.model_config, "parameters": params, "batch": args.batch, "steps": args.steps,
               "warmup_steps": args.warmup_steps, "sequence_len": args.sequence_len, "precision": precision,
-              "device": args.device, "threads": args.threads, "data": f"first {args.steps * args.batch} GSM8K train rows as alpaca"}
+              "device": args.device, "threads": args.threads, "data": f"first {args.steps * args.batch} GSM8K train rows as alpaca",
+              "with_kernels": args.with_kernels}
     record("vs-axolotl", args, config, summaries, base, headline, load_before,
            {"ft": versions(), "axolotl": versions(str(python), ("axolotl", "torch", "transformers", "accelerate",
                                                              "datasets", "trl", "peft"))}, device=args.device)

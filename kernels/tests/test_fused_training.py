@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from ft.testing import assert_same_training, run_ft, train_tiny_sft
+from ft.testing import LOSS_KERNEL_SETUPS, assert_same_training, run_ft, train_tiny_sft
 
-SETUPS = {
-    "full": [],
-    "lora": ["+adapter=lora"],
-    "multipack": ["+packing=multipack", "data.sequence_len=128", "trainer.micro_batch_size=1"],
-    "accumulation": ["trainer.gradient_accumulation_steps=3", "trainer.micro_batch_size=2"],
-}
-
-
-@pytest.mark.parametrize("setup", sorted(SETUPS))
+@pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_the_fused_loss_trains_exactly_like_the_methods_own(tiny_model_dir, tmp_path, setup):
-    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", SETUPS[setup])
-    fused = train_tiny_sft(tiny_model_dir, tmp_path / "fused", [*SETUPS[setup], "+kernels=ft", "kernels.chunk_size=7"])
+    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", LOSS_KERNEL_SETUPS[setup])
+    fused = train_tiny_sft(tiny_model_dir, tmp_path / "fused",
+                           [*LOSS_KERNEL_SETUPS[setup], "+kernels=ft", "kernels.chunk_size=7"])
     assert_same_training(plain, fused)
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from cut_cross_entropy import linear_cross_entropy
 
-from ft.testing import assert_linear_ce_matches, assert_same_training, linear_ce_case, run_ft, train_tiny_sft
+from ft.testing import (LOSS_KERNEL_SETUPS, assert_linear_ce_matches, assert_same_training, linear_ce_case, run_ft,
+                        train_tiny_sft)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 #: cce's own Triton kernels need a GPU (and do not run under Triton's interpreter); filter_eps=None is exact.
@@ -45,17 +46,10 @@ def test_an_all_ignored_batch_and_accumulated_gradients(impl):
     assert (weight.grad - ref_weight.grad).abs().max().item() < 1e-5
 
 
-SETUPS = {
-    "full": [],
-    "lora": ["+adapter=lora"],
-    "multipack": ["+packing=multipack", "data.sequence_len=128", "trainer.micro_batch_size=1"],
-}
-
-
-@pytest.mark.parametrize("setup", sorted(SETUPS))
+@pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_sft_with_cce_trains_exactly_like_the_methods_own_loss(tiny_model_dir, tmp_path, setup):
-    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", SETUPS[setup])
-    fused = train_tiny_sft(tiny_model_dir, tmp_path / "cce", [*SETUPS[setup], "+kernels=cce"])
+    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", LOSS_KERNEL_SETUPS[setup])
+    fused = train_tiny_sft(tiny_model_dir, tmp_path / "cce", [*LOSS_KERNEL_SETUPS[setup], "+kernels=cce"])
     assert_same_training(plain, fused)
 
 

@@ -19,6 +19,7 @@ if not torch.cuda.is_available():  # before Liger's Triton kernels are defined
 from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # noqa: E402
 
 from ft.testing import (  # noqa: E402
+    LOSS_KERNEL_SETUPS,
     assert_linear_ce_matches,
     assert_same_training,
     build_tokenizer,
@@ -47,17 +48,10 @@ def test_ligers_fused_loss_equals_the_plain_computation(options):
     assert_linear_ce_matches(liger, *linear_ce_case(device=DEVICE), **options)
 
 
-SETUPS = {
-    "full": [],
-    "lora": ["+adapter=lora"],
-    "multipack": ["+packing=multipack", "data.sequence_len=128", "trainer.micro_batch_size=1"],
-}
-
-
-@pytest.mark.parametrize("setup", sorted(SETUPS))
+@pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_sft_with_liger_trains_exactly_like_the_methods_own_loss(tiny_model_dir, tmp_path, setup):
-    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", SETUPS[setup])
-    patched = train_tiny_sft(tiny_model_dir, tmp_path / "liger", [*SETUPS[setup], "+kernels=liger"])
+    plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", LOSS_KERNEL_SETUPS[setup])
+    patched = train_tiny_sft(tiny_model_dir, tmp_path / "liger", [*LOSS_KERNEL_SETUPS[setup], "+kernels=liger"])
     assert_same_training(plain, patched)
 
 

@@ -45,9 +45,9 @@ def test_bad_config_is_one_line_exit_2_no_traceback(override, expected):
 
 
 def test_option_of_a_plugin_that_is_not_installed_names_the_distribution():
-    result = run_ft(["validate", "+kernels=liger"])
+    result = run_ft(["validate", "+dist=fsdp"])
     assert result.returncode == 2
-    assert "pip install ft-liger" in result.stderr
+    assert "pip install ft-fsdp" in result.stderr
 
 
 def test_option_of_a_disabled_plugin_says_installed_but_disabled():

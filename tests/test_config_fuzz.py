@@ -81,7 +81,7 @@ HANDWRITTEN: list[list[str]] = [
     ["data=chat", "data.path={chat}", "+data.feild=x"], ["seed=abc"], ["+seeds=1"],
     # nonexistent options and groups
     ["data=nope"], ["+adapter=lorra"], ["+method=dp"], ["+packing=multipak"], ["experiment=foo"], ["+adaptr=lora"],
-    ["+kernels=liger"], ["+dist=fsdp"], ["model=llama"], ["optim=lion"], ["trainer=fast"],
+    ["+kernels=ligr"], ["+dist=fsdp"], ["model=llama"], ["optim=lion"], ["trainer=fast"],
     # files that do not exist or cannot be used
     ["data=chat", "data.path=/no/such.jsonl"], ["data=alpaca", "data.path=/no/such.json"],
     ["data=completion", "data.path=/no/such.txt"], ["model.name_or_path=/no/such/model"],
@@ -93,6 +93,9 @@ HANDWRITTEN: list[list[str]] = [
     ["model.name_or_path=builtin:nope"], ["model.name_or_path=someorg/not-in-cache"], ["data=alpaca"],
     # conflicting options
     ["+packing=multipack", "+method=dpo", "data.path={pairs}"], ["+method=kto", "data.path={pairs}", "trainer.micro_batch_size=1"],
+    ["+kernels=ft", "+method=dpo", "data.path={pairs}"], ["+kernels=liger", "+method=orpo", "data.path={pairs}"],
+    ["+kernels=ft", "kernels.chunk_size=0"], ["+kernels=ft", "kernels.backend=cuda"], ["+kernels=cce", "kernels.filter_eps=tiny"],
+    ["+kernels=liger", "kernels.swiglu=maybe"], ["+kernels=ft", "kernels.label_smoothing=1"],
     ["+method=dpo", "data.path={pairs}", "method.loss_type=exo_pair"],
     ["+method=orpo", "data.path={pairs}", "method.max_prompt_length=600"], ["data=preference", "data.path={pairs}"],
     ["data.path={chat}"], ["+adapter=qlora", "adapter.init=pissa"], ["+adapter=lora", "adapter.init=orthogonal", "adapter.r=3"],

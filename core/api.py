@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "ADAPTER_RECORD": "ft.builtin.generate:ADAPTER_RECORD",
     "quantization_config": "ft.builtin.generate:quantization_config",
     # data
+    "default_task_pairs": "ft.default_task:preference_pairs",
     "read_rows": "ft.data.sources:read_rows",
     "load_preference_rows": "ft.data.preference:load_preference_rows",
     "split_by_prompt": "ft.data.preference:split_by_prompt",

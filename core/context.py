@@ -77,6 +77,8 @@ class RunContext:
     pm: Any
     #: Every installed plugin's manager, for the config-time hooks (``dataset_formats``...).
     installed_pm: Any = None
+    #: The command-line overrides this run was composed from (``optim.lr=1e-4``, ``+adapter=lora``...).
+    overrides: tuple[str, ...] = ()
     #: Traits of the selected options, ``{"method/sft": ("packable", "token_loss")}``.
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rank: int = 0
@@ -120,6 +122,15 @@ class RunContext:
                 import logging
 
                 logging.getLogger("ft").exception("cleanup %r failed", undo)
+
+    def user_set(self, key: str) -> bool:
+        """Whether the user set config ``key`` (``"optim.lr"``) or a section above it on the command line:
+        an embedded default may then fill in a value of its own only where this is False."""
+        for override in self.overrides:
+            name = override.lstrip("+~").split("=", 1)[0]
+            if name == key or key.startswith(name + "."):
+                return True
+        return False
 
     @property
     def is_main(self) -> bool:

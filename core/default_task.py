@@ -112,6 +112,32 @@ def split_rows(n_train: int, n_eval: int, seed: int) -> tuple[list[dict[str, Any
     return train, held_out
 
 
+def wrong_answer(numbers: Sequence[int], rng: random.Random) -> str:
+    """A plausible wrong answer (a preference pair's rejected side): the list echoed as given, sorted the
+    wrong way round, or sorted with two neighbours swapped; never the right answer."""
+    right = sorted(numbers)
+    swapped = list(right)
+    at = rng.randrange(len(right) - 1)
+    swapped[at], swapped[at + 1] = swapped[at + 1], swapped[at]
+    candidates = [right[::-1], swapped] + ([list(numbers)] if list(numbers) != right else [])
+    return ", ".join(str(n) for n in rng.choice(candidates))
+
+
+def preference_pairs(n_train: int, n_eval: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The default task as preference pairs (training and held-out, from :func:`split_rows`): the prompt's
+    chat messages, the right answer chosen and a plausible wrong one rejected (assistant messages)."""
+    rng = random.Random(seed + 7)
+
+    def pair(row: dict[str, Any]) -> dict[str, Any]:
+        messages, answer = prompt_and_answer(row)
+        rejected = wrong_answer([int(t) for t in re.findall(r"\d+", messages[-1]["content"])], rng)
+        return {"prompt": messages, "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+    train, held_out = split_rows(n_train, n_eval, seed)
+    return [pair(row) for row in train], [pair(row) for row in held_out]
+
+
 def write_task_files(folder: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
     """Write ``train.jsonl`` and ``eval.jsonl`` (chat rows) into ``folder``; return their paths."""
     folder = Path(folder)

@@ -84,7 +84,8 @@ class PreparedRun:
         return RunContext(cfg=self.composed.cfg, choices=self.composed.choices, run_dir=run_dir, pm=self.pm,
                           installed_pm=self.session.pm_all,
                           traits=selected_traits(self.active, self.composed.choices), rank=ranks.rank,
-                          world_size=ranks.world_size, local_rank=ranks.local_rank)
+                          world_size=ranks.world_size, local_rank=ranks.local_rank,
+                          overrides=tuple(self.composed.overrides))
 
 
 def prepare_run(overrides: list[str] | None = None, p_flags: list[str] | None = None, *,

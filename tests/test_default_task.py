@@ -205,3 +205,19 @@ def test_importing_the_module_does_not_import_torch():
     code = "import sys, ft.default_task; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_preference_pairs_choose_the_right_answer_and_reject_a_plausible_wrong_one():
+    train, held_out = task.preference_pairs(40, 10, seed=3)
+    assert (train, held_out) == task.preference_pairs(40, 10, seed=3)  # deterministic
+    assert len(train) == 40 and len(held_out) == 10
+    for pair in train + held_out:
+        prompt = pair["prompt"][-1]["content"]
+        numbers = [int(t) for t in re.findall(r"\d+", prompt)]
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        assert pair["prompt"][-1]["role"] == "user" and pair["chosen"][0]["role"] == "assistant"
+        assert chosen == ", ".join(map(str, sorted(numbers)))
+        assert rejected != chosen and sorted(int(t) for t in rejected.split(", ")) == sorted(numbers)
+    train_sets = {tuple(sorted(map(int, re.findall(r"\d+", p["prompt"][-1]["content"])))) for p in train}
+    held_sets = {tuple(sorted(map(int, re.findall(r"\d+", p["prompt"][-1]["content"])))) for p in held_out}
+    assert not train_sets & held_sets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,8 @@ def test_sft_run_loss_falls_and_run_folder_is_complete(tiny_model_dir, chat_file
     losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) >= 5
     assert losses[-1] < 0.7 * losses[0], losses
+    pace = [line for line in (run / "ft.log").read_text().splitlines() if "pace: " in line]
+    assert len(pace) == 1 and re.search(r"pace: \d+\.\d s a step; 14 steps left, about \d+ (s|min)", pace[0]), pace
     record = json.loads((run / "run.json").read_text())
     assert record["choices"]["method"] == "sft"
     assert any(p["name"] == "sft" and p["active"] for p in record["plugins"])

@@ -46,9 +46,42 @@ def metrics_callback(ctx: RunContext) -> Any:
     return MetricsToJsonLines()
 
 
+def pace_callback() -> Any:
+    """A TrainerCallback that says, once the second step is done, how long the rest of the run will take
+    (from the second step's duration: the first carries the warm-up), so a long run does not look hung."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class Pace(TrainerCallback):
+        def __init__(self) -> None:
+            self.first_done: float | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not state.is_world_process_zero or state.global_step > 2:
+                return
+            now = time.monotonic()
+            if state.global_step == 1:
+                self.first_done = now
+                return
+            left = state.max_steps - state.global_step
+            if self.first_done is None or left <= 0:
+                return
+            step = now - self.first_done
+            finish = time.strftime("%H:%M", time.localtime(time.time() + left * step))
+            log.info("pace: %.1f s a step; %d steps left, about %s (done around %s)", step, left,
+                     _duration(left * step), finish)
+
+    return Pace()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 @hookimpl(tryfirst=True)
 def callbacks(ctx: RunContext) -> list[Any]:
-    return [metrics_callback(ctx)]
+    return [metrics_callback(ctx), pace_callback()]
 
 
 @hookimpl(trylast=True)

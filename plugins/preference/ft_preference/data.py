@@ -13,12 +13,15 @@ chat-template rendering and the token limits.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 from ft.api import DataError, DatasetBundle, RunContext, load_preference_rows, read_rows, split_by_prompt, to_plain
 from ft_preference.render import Renderer, apply_length_limits
 from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired
+
+log = logging.getLogger("ft")
 
 PREFERENCE_FORMATS = ("auto", "paired", "unpaired", "dialogue", "gsm8k")
 #: Shapes this plugin converts before the kernel checks the rows.
@@ -80,6 +83,38 @@ def load_split(data: dict[str, Any], path: str | None, kind: str, seed: int, whi
     return out, stats
 
 
+def is_embedded_default(data: dict[str, Any]) -> bool:
+    """No file and no datasets: train on the pairs ft makes from its default task."""
+    return not data.get("path") and not data.get("datasets")
+
+
+def embedded_pairs(task: dict[str, Any], kind: str) -> tuple[list, list, dict[str, Any], dict[str, Any]]:
+    """The embedded default: the default task's pairs (right answer chosen, a plausible wrong one rejected),
+    held-out pairs never sharing a set of numbers with training pairs; unpaired rows for KTO."""
+    from ft.api import default_task_pairs
+
+    train, held_out = default_task_pairs(int(task["train_pairs"]), int(task["eval_pairs"]), int(task["seed"]))
+    if kind == "unpaired":
+        train, held_out = pairs_to_unpaired(train), pairs_to_unpaired(held_out)
+    log.info("data: the embedded default: %d sort-numbers pairs (the right answer chosen, a plausible wrong one "
+             "rejected), %d held out; data.path=FILE trains on yours", len(train), len(held_out))
+    source = {"source": "embedded default task pairs", "rows_in": len(train)}
+    return train, held_out, source, {"source": "embedded default task pairs", "rows_in": len(held_out)}
+
+
+def split_held_out(data: dict[str, Any], kind: str, seed: int, rows: list) -> tuple[list, list, dict[str, Any]]:
+    """``(train, held_out, stats)``: held-out rows from ``data.val_path`` or ``data.val_datasets``, or
+    ``data.val_size`` of the prompts split off ``rows``."""
+    if data.get("val_path"):
+        return (rows, *load_split(data, data["val_path"], kind, seed, "eval"))
+    if data.get("val_datasets"):
+        loaded = load_preference_rows({**data, "datasets": data["val_datasets"], "path": None, "val_size": 0.0,
+                                       "val_datasets": [], "max_rows": None}, "unpaired" if kind == "unpaired" else "pairwise", seed)
+        return rows, loaded.train, dict(loaded.stats)
+    train, held_out = split_by_prompt(rows, float(data.get("val_size") or 0.0), seed)
+    return train, held_out, {"held_out_prompts": len({str(r["prompt"]) for r in held_out})}
+
+
 def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
     """Build the train (and held-out) datasets of plain-text preference rows for this run."""
     from datasets import Dataset
@@ -87,20 +122,11 @@ def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
     data = plain_config(ctx.cfg.data)
     method = ctx.cfg.method
     seed = int(data.get("seed") if data.get("seed") is not None else ctx.cfg.seed)
-    if not data.get("path") and not data.get("datasets"):
-        raise DataError("data.path is not set: point it at a file of preference rows (data.path=...)")
-    train_rows, train_stats = load_split(data, data.get("path"), kind, seed, "train")
-    eval_rows: list[dict[str, Any]] = []
-    eval_stats: dict[str, Any] = {}
-    if data.get("val_path"):
-        eval_rows, eval_stats = load_split(data, data["val_path"], kind, seed, "eval")
-    elif data.get("val_datasets"):
-        loaded = load_preference_rows({**data, "datasets": data["val_datasets"], "path": None, "val_size": 0.0,
-                                       "val_datasets": [], "max_rows": None}, "unpaired" if kind == "unpaired" else "pairwise", seed)
-        eval_rows, eval_stats = loaded.train, dict(loaded.stats)
+    if is_embedded_default(data):
+        train_rows, eval_rows, train_stats, eval_stats = embedded_pairs(data["task"], kind)
     else:
-        train_rows, eval_rows = split_by_prompt(train_rows, float(data.get("val_size") or 0.0), seed)
-        eval_stats = {"held_out_prompts": len({str(r["prompt"]) for r in eval_rows})}
+        train_rows, train_stats = load_split(data, data.get("path"), kind, seed, "train")
+        train_rows, eval_rows, eval_stats = split_held_out(data, kind, seed, train_rows)
     if data.get("shuffle", True):
         random.Random(seed + 1).shuffle(eval_rows)
     if data.get("max_eval_rows"):

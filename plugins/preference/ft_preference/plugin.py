@@ -80,11 +80,20 @@ def prepare_dataset(ctx: RunContext) -> Any:
     return prepare(ctx, spec_for(ctx).kind)
 
 
+#: The embedded default's learning rates (pairs of the default task, one epoch of 32 steps): with an
+#: adapter, LoRA's usual range; a full fine-tune moves every weight and needs far less.
+EMBEDDED_LR = {"adapter": 3e-4, "full": 1e-5}
+
+
 @hookimpl
 def training_args(ctx: RunContext) -> dict[str, Any]:
+    from ft_preference.data import is_embedded_default
     from ft_preference.trainers import method_arguments
 
-    return method_arguments(ctx)
+    kwargs = method_arguments(ctx)
+    if is_embedded_default({"path": ctx.cfg.data.path, "datasets": ctx.cfg.data.datasets}) and not ctx.user_set("optim.lr"):
+        kwargs["learning_rate"] = EMBEDDED_LR["adapter" if ctx.choices.get("adapter") else "full"]
+    return kwargs
 
 
 @hookimpl

@@ -50,7 +50,11 @@ def summarise(metrics: dict[str, Any], before: dict[str, float] | None, log_hist
         metrics[f"{name}_after"] = float(after)
         if before and isinstance(before.get(key), (int, float)):
             metrics[f"{name}_before"] = float(before[key])
-            lines.append(f"  {name.replace('_', ' ')}: {before[key]:.4f} -> {after:.4f}")
+            line = f"  {name.replace('_', ' ')}: {before[key]:.4f} -> {after:.4f}"
+            if key == "eval_rewards/accuracies" and before.get("eval_rewards/margins") == 0.0:
+                line += (" (0 before training is a tie, not a miss: the policy starts as its reference, so every "
+                         "margin is 0; chance is 0.5)")
+            lines.append(line)
         else:
             lines.append(f"  {name.replace('_', ' ')}: {after:.4f}")
     return lines

@@ -88,6 +88,15 @@ class SimpoConfig(_Lengths):
 
 
 @dataclass
+class EmbeddedPairsConfig:
+    """``data.task``: the embedded default's pairs, used when ``data.path`` (and ``data.datasets``) is unset."""
+
+    train_pairs: int = bounded(128, ge=1)
+    eval_pairs: int = bounded(32, ge=0)
+    seed: int = 1234
+
+
+@dataclass
 class PreferenceDataConfig:
     """``data=preference``: one local file of preference rows (selected by every preference method)."""
 
@@ -106,6 +115,7 @@ class PreferenceDataConfig:
     roles: dict[str, list[str]] | None = None
     text_as_chat: bool = False
     max_pairs_per_prompt: int = bounded(4, ge=1)
+    task: EmbeddedPairsConfig = field(default_factory=EmbeddedPairsConfig)
 
 
 METHOD_SCHEMAS: dict[str, type] = {

@@ -57,3 +57,34 @@ def test_dpo_with_lora_on_smollm2_from_gsm8k_solutions(shared_data, tmp_path):
         assert key in summary
     assert "reference: the base model with the adapter disabled" in (run / "ft.log").read_text()
     assert "heldout reward accuracy" in result.stdout
+
+
+def test_the_headline_command_validates_with_no_data_argument():
+    for method in ("dpo", "kto"):
+        result = run_ft(["validate", "+adapter=qlora", f"+method={method}"])
+        assert result.returncode == 0, result.stderr
+
+
+def test_dpo_with_no_data_path_trains_on_the_embedded_default_pairs(tiny_model_dir, tmp_path):
+    """``ft run +adapter=lora +method=dpo`` with nothing else: pairs made from the default task, held-out
+    reward accuracy before (0: a tie with the reference, said so) and after, the embedded learning rate."""
+    result = run_ft(["run", "+adapter=lora", "+method=dpo", f"model.name_or_path={tiny_model_dir}",
+                     "data.task.train_pairs=16", "data.task.eval_pairs=8", f"run.root={tmp_path}", "run.name=dflt"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "dflt"
+    log = (run / "ft.log").read_text()
+    assert "data: the embedded default: 16 sort-numbers pairs" in log and "8 held out" in log
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["heldout_reward_accuracy_before"] == 0.0 and "heldout_reward_accuracy_after" in summary
+    assert "0 before training is a tie, not a miss" in result.stdout
+    first = next(r for r in read_jsonl(run / "metrics.jsonl") if "learning_rate" in r)
+    assert first["learning_rate"] <= 3e-4 and first["learning_rate"] > 1e-4  # the adapter's embedded rate
+
+
+def test_a_learning_rate_the_user_sets_wins_over_the_embedded_default(tiny_model_dir, tmp_path):
+    result = run_ft(["run", "+method=dpo", f"model.name_or_path={tiny_model_dir}", "data.task.train_pairs=8",
+                     "data.task.eval_pairs=0", "optim.lr=7e-6", "optim.scheduler=constant", "trainer.logging_steps=1",
+                     f"run.root={tmp_path}", "run.name=lr"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = {r["learning_rate"] for r in read_jsonl(tmp_path / "lr" / "metrics.jsonl") if "learning_rate" in r}
+    assert rates == {7e-6}

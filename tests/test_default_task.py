@@ -221,3 +221,17 @@ def test_preference_pairs_choose_the_right_answer_and_reject_a_plausible_wrong_o
     train_sets = {tuple(sorted(map(int, re.findall(r"\d+", p["prompt"][-1]["content"])))) for p in train}
     held_sets = {tuple(sorted(map(int, re.findall(r"\d+", p["prompt"][-1]["content"])))) for p in held_out}
     assert not train_sets & held_sets
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["+adapter=lora"], "adapter"),                       # an adapter's rate, not the full fine-tune's 5e-5
+    (["+adapter=lora", "optim.lr=2e-4"], 2e-4),           # what the user sets wins
+    (["+adapter=lora", "experiment=null"], 2e-5),         # no embedded experiment: the optim group's default
+    ([], 5e-5),                                           # the full fine-tune keeps the experiment's rate
+])
+def test_the_default_tasks_learning_rate_fits_the_adapter(tiny_model_dir, tmp_path, extra, expected):
+    from ft.builtin.default_task import ADAPTER_LR
+    from ft.testing import build_context
+
+    ctx = build_context([f"model.name_or_path={tiny_model_dir}", *extra], tmp_path / "run")
+    assert ctx.args.learning_rate == (ADAPTER_LR if expected == "adapter" else expected)

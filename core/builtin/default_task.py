@@ -22,6 +22,11 @@ FT_PLUGIN = PluginInfo(
 BUILTIN_OPTIONS = ("data/default_task",)
 
 log = logging.getLogger("ft")
+#: The default task's learning rate when an adapter trains instead of every weight (experiment
+#: default_task's 5e-5 is a full fine-tune's, at which a 60-step LoRA run learns next to nothing).
+#: Measured 2026-12-01, `ft run +adapter=lora` (r=16), 2-core CPU: held-out exact match 0.00 -> 0.67 at
+#: 1e-3 (4 min 13 s), 0.00 -> 0.53 at 2e-4; the full fine-tune reaches 0.69 at 5e-5.
+ADAPTER_LR = 1e-3
 
 
 @hookimpl
@@ -31,6 +36,17 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if choices.get("data") == "default_task" and cfg.data.path:
         raise ConfigError(f"data.path={cfg.data.path!r} is set, but data=default_task generates its own rows and "
                           "would ignore it; choose your data's format too (data=alpaca, data=chat, data=completion)")
+
+
+@hookimpl
+def training_args(ctx: RunContext) -> dict[str, Any]:
+    """With an adapter, the embedded experiment's learning rate becomes an adapter's (unless the user set one)."""
+    adapter = ctx.choices.get("adapter")
+    if not adapter or ctx.choices.get("experiment") != "default_task" or ctx.user_set("optim.lr"):
+        return {}
+    log.info("default task with adapter=%s: learning rate %g, an adapter's (optim.lr=... sets another)", adapter,
+             ADAPTER_LR)
+    return {"learning_rate": ADAPTER_LR}
 
 
 @hookimpl

@@ -61,15 +61,16 @@ def output_head(model: Any, who: str) -> Any:
     return head
 
 
-def check_fusable(model: Any, who: str) -> None:
-    """Fail at start, with one line, when ``model`` cannot serve a fused token loss."""
-    output_head(model, who)
+def check_fusable(model: Any, who: str) -> Any:
+    """Fail at start, with one line, when ``model`` cannot serve a fused token loss; return its output head."""
+    head = output_head(model, who)
     causal_lm = _unwrap(model)
     causal_lm = causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm
     if "logits_to_keep" not in inspect.signature(causal_lm.forward).parameters:
         raise ConfigError(
             f"{who} needs a model whose forward takes logits_to_keep (transformers' causal LMs do); "
             f"{type(causal_lm).__name__}.forward does not: drop {who}")
+    return head
 
 
 def fused_token_loss(call: LossCall, linear_ce: LinearCrossEntropy, who: str) -> LossResult:

@@ -70,9 +70,8 @@ def pre_model_load(ctx: Any) -> None:
 def post_model_load(ctx: Any) -> None:
     from ft.api import check_fusable
 
-    check_fusable(ctx.model, WHO)
-    head = ctx.model.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
+    head = check_fusable(ctx.model, WHO)
+    if head.bias is not None:
         raise ConfigError(f"{WHO} takes an output head without a bias, and this model's head has one; drop {WHO}")
     log.info("kernels=cce: Cut Cross Entropy (%s)", ctx.extras["cce"]["impl"])
 

@@ -182,13 +182,19 @@ def score(
     rows: Sequence[dict[str, Any]],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
+    progress: str | None = None,
 ) -> TaskScore:
     """Greedy-decode each row's prompt with the chat template and score exact matches.
 
     Prompts are left-padded so that every row in a batch continues right where its prompt ends. The
-    model's train/eval mode and the tokenizer's padding side are restored afterwards.
+    model's train/eval mode and the tokenizer's padding side are restored afterwards. ``progress``
+    names a progress bar on stderr (shown on a terminal only): scoring a few dozen rows on a CPU takes
+    long enough to look hung without one.
     """
+    import sys
+
     import torch
+    from tqdm.auto import tqdm
 
     prompts = [prompt_and_answer(row) for row in rows]
     was_training = model.training
@@ -197,6 +203,8 @@ def score(
     samples: list[tuple[str, str, str]] = []
     model.eval()
     tokenizer.padding_side = "left"
+    bar = tqdm(total=len(prompts), desc=progress, unit="row", file=sys.stderr, leave=False,
+               disable=None if progress else True)
     try:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
@@ -218,7 +226,9 @@ def score(
             for (messages, expected), tokens in zip(batch, new_tokens):
                 generated = tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 samples.append((messages[-1]["content"], expected, generated))
+            bar.update(len(batch))
     finally:
+        bar.close()
         tokenizer.padding_side = padding_side
         model.train(was_training)
     return score_samples(samples)

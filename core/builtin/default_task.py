@@ -72,7 +72,8 @@ def post_trainer_create(ctx: RunContext) -> None:
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples before training...", len(state["eval_rows"]))
-    state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"])
+    state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
+                              progress="held-out before" if ctx.is_main else None)
     log.info("held-out accuracy before training: %.1f%%", 100 * state["before"].accuracy)
 
 
@@ -82,7 +83,8 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples after training...", len(state["eval_rows"]))
-    state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"])
+    state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
+                             progress="held-out after" if ctx.is_main else None)
     metrics["task_accuracy_before"] = state["before"].accuracy
     metrics["task_accuracy_after"] = state["after"].accuracy
     report = format_report(state["before"], state["after"])

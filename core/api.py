@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     # run outputs
     "read_metrics": "ft.builtin.outputs:read_metrics",
     "plot_curves": "ft.builtin.outputs:plot_curves",
+    "write_model_card": "ft.model_card:write_model_card",
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
     "run_lifecycle": "ft.testing:run_lifecycle",

@@ -437,5 +437,6 @@ def save_model(ctx: RunContext, output_dir: str) -> Any:
 def post_save(ctx: RunContext, output_dir: str) -> None:
     """React to the final model being saved in ``output_dir`` (write a model card, a merge hint).
 
-    When: on rank 0 only, after ``save_model``. Returns: nothing. Combine: collected.
+    When: on rank 0 only, after ``save_model`` and the run's outputs (``summary.json``, ``loss.png``), so a
+    model card can cite them; ft's own card is written ``trylast``. Returns: nothing. Combine: collected.
     """

@@ -277,13 +277,13 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
         metrics.update(_final_eval(ctx.trainer))
     pm.hook.post_train(ctx=ctx, metrics=metrics)
 
+    model_dir = ctx.run_dir / "model"
     if cfg.run.save_final_model:
-        model_dir = ctx.run_dir / "model"
         pm.hook.save_model(ctx=ctx, output_dir=str(model_dir))
-        if ctx.is_main:
-            pm.hook.post_save(ctx=ctx, output_dir=str(model_dir))
-            log.info("final model: %s", model_dir)
     _write_outputs(ctx, metrics, started)
+    if cfg.run.save_final_model and ctx.is_main:  # after the outputs: a model card reports them
+        pm.hook.post_save(ctx=ctx, output_dir=str(model_dir))
+        log.info("final model: %s", model_dir)
     if ctx.is_main:
         for line in ctx.report_lines:
             print(line)

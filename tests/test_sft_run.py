@@ -83,6 +83,28 @@ def test_sft_run_loss_falls_and_run_folder_is_complete(tiny_model_dir, chat_file
 
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     assert model.config.num_hidden_layers == 2
+    assert_model_card(run, chat_file, library="transformers")
+
+
+def assert_model_card(run: Path, data_file: Path, library: str, folder: str = "model") -> None:
+    """The saved model's README.md is a Hugging Face model card that says how the model was made."""
+    import hashlib
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run / folder / "README.md")
+    assert card.data.library_name == library and card.data.pipeline_tag == "text-generation"
+    assert "ft" in card.data.tags and "sft" in card.data.tags
+    file_hash = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    record = json.loads((run / "datasets.json").read_text())
+    assert record["sources"] == [{"path": str(data_file), "split": "train", "sha256": file_hash}]
+    assert record["splits"]["train"]["examples"] == 48
+    assert file_hash in card.text and record["splits"]["train"]["sha256"] in card.text
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"| train_loss | {summary['train_loss']:.4g} |" in card.text
+    assert "| learning rate | 0.003 |" in card.text and "![training loss](loss.png)" in card.text
+    assert (run / folder / "loss.png").read_bytes() == (run / "loss.png").read_bytes()
+    assert "- torch " in card.text and "- ft 0." in card.text
 
 
 def test_an_existing_run_folder_is_never_overwritten(tiny_model_dir, chat_file, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 Fallbacks (``trylast``, claiming no capability): the arguments class (``TrainingArguments``), the
 loss (the method's own), the training loop (``trainer.train``) and saving the final model. Outputs:
-metrics as JSON lines, the loss curve.
+metrics as JSON lines, the loss curve, the model card of the saved model.
 """
 
 from __future__ import annotations
@@ -124,6 +124,16 @@ def save_model(ctx: RunContext, output_dir: str) -> bool:
         (partial / "training_args.bin").unlink(missing_ok=True)
         partial.rename(final)
     return True
+
+
+@hookimpl(trylast=True)
+def post_save(ctx: RunContext, output_dir: str) -> None:
+    """A Hugging Face model card (README.md) next to the saved weights, and ``datasets.json`` it cites."""
+    from ft.model_card import record_datasets, write_model_card
+    from ft.schema import to_plain
+
+    record_datasets(ctx.run_dir, ctx.datasets, to_plain(ctx.cfg.data))
+    write_model_card(Path(output_dir), ctx.run_dir)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

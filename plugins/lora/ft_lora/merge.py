@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ft.api import ADAPTER_RECORD as FT_ADAPTER_FILE
-from ft.api import FtUserError, quantization_config
+from ft.api import FtUserError, quantization_config, write_model_card
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -168,6 +168,9 @@ def run_merge(args: argparse.Namespace) -> int:
     merged.save_pretrained(str(partial), safe_serialization=True)
     tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base
     AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(str(partial))
+    run_dir = adapter_dir.parent
+    if (run_dir / "run.json").is_file():  # merged from an ft run: the run's model card, marked merged
+        write_model_card(partial, run_dir, merged_from=adapter_dir)
     if output.exists():
         output.rmdir()
     partial.rename(output)

@@ -153,6 +153,13 @@ def test_merge_gives_a_plain_model_equal_to_base_plus_adapter(runs, tiny_model_d
         adapted = PeftModel.from_pretrained(base, str(run_dir / "model")).eval()
         torch.testing.assert_close(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, atol=1e-4, rtol=0)
     assert isinstance(merged.model.layers[0].self_attn.q_proj, torch.nn.Linear)
+    # Both folders carry the run's model card: the adapter's for PEFT, the merged one's for transformers.
+    from huggingface_hub import ModelCard
+
+    adapter_card, merged_card = ModelCard.load(run_dir / "model" / "README.md"), ModelCard.load(merged_dir / "README.md")
+    assert adapter_card.data.library_name == "peft" and "lora" in adapter_card.data.tags
+    assert merged_card.data.library_name == "transformers" and {"lora", "merged"} <= set(merged_card.data.tags)
+    assert "AutoPeftModelForCausalLM" in adapter_card.text and "merged into the base weights" in merged_card.text
     # A second merge never overwrites the first.
     assert main(["merge", str(run_dir)]) == 2
     assert "already exists" in capsys.readouterr().err

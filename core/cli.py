@@ -238,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes (imported by transformers when installed) warns on every import that it cannot
     # fetch an optional CPU kernel from the hub; ft never downloads at run time, so keep it quiet.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # Library loading bars ("Loading weights", downloads, datasets' map) off unless the user asks for them
+    # (HF_HUB_DISABLE_PROGRESS_BARS=0); ft's own bars (tokenizing, scoring, training) stay.
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     except FtUserError as exc:

@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ft.builtin.reliability",
     "ft.builtin.default_task",
     "ft.builtin.generate",
+    "ft.builtin.evaluate",
 )
 
 

@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "fused_token_loss": "ft.token_loss:fused_token_loss",
     "check_fusable": "ft.token_loss:check_fusable",
     "merge_contributions": "ft.plugins:merge_contributions",
+    "selected_options": "ft.plugins:selected_options",
     # trainers
     "ft_trainer_class": "ft.training:ft_trainer_class",
     "base_training_args": "ft.training:base_training_args",

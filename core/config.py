@@ -165,6 +165,8 @@ def _sweep_values(value: str) -> list[str]:
     value = value.strip()
     if value.startswith("choice(") and value.endswith(")"):
         value = value[len("choice(") : -1]
+    if value.startswith("[") and value.endswith("]"):  # several options at once: logger=[tensorboard,mlflow]
+        value = value[1:-1]
     return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
 
 
@@ -241,7 +243,23 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
         if group == "experiment" and value not in options.get("experiment", {}):
             value = None  # the optional per-data preset (experiment: ${data}) that does not exist
         choices[group] = value
+    choices.update({g: v for g, v in _list_choices(overrides).items() if g in options})
     return finish(cfg, choices, overrides, plugins, schemas, registries)
+
+
+def _list_choices(overrides: list[str]) -> dict[str, str]:
+    """Groups given a list of options (``logger=[tensorboard,mlflow]``), which Hydra merges but leaves out
+    of its recorded choices: recorded here as ``"tensorboard,mlflow"`` (see :func:`ft.plugins.split_choice`)."""
+    found: dict[str, str] = {}
+    for override in overrides:
+        match = _GROUP_OVERRIDE.match(override)
+        if not match or not match.group("rest") or match.group("prefix") == "~":
+            continue
+        value = match.group("rest").split("=", 1)[1].strip()
+        if value.startswith("[") and value.endswith("]"):
+            names = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
+            found[match.group("group")] = ",".join(names)
+    return found
 
 
 def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugins: list[LoadedPlugin],

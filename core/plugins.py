@@ -105,7 +105,8 @@ class LoadedPlugin:
         return self.info.name
 
     def provides_option(self, group: str, option: str | None) -> bool:
-        return option is not None and option in self.options.get(group, [])
+        """Whether this plugin provides ``group=option`` (or one of several: ``"tensorboard,mlflow"``)."""
+        return any(name in self.options.get(group, []) for name in split_choice(option))
 
 
 @dataclass
@@ -349,13 +350,24 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
                             f"({', '.join(hooks) or 'unknown capability'}); drop it from FT_PLUGIN.capabilities")
 
 
+def split_choice(option: str | None) -> tuple[str, ...]:
+    """The options of one group's choice: none, one, or several. A group given a list
+    (``logger=[tensorboard,mlflow]``, Hydra's multi-select) is recorded as ``"tensorboard,mlflow"``."""
+    return tuple(name for name in option.split(",") if name) if option else ()
+
+
+def selected_options(choices: dict[str, str | None], group: str) -> tuple[str, ...]:
+    """The options selected in ``group`` (several for a list: ``logger=[tensorboard,mlflow]``)."""
+    return split_choice(choices.get(group))
+
+
 def selected_traits(plugins: list[LoadedPlugin], choices: dict[str, str | None]) -> dict[str, tuple[str, ...]]:
     """``{"group/option": traits}`` of the selected options, as their plugins declare them."""
     traits: dict[str, tuple[str, ...]] = {}
     for plugin in plugins:
         for ref, declared in plugin.info.traits.items():
             group, option = ref.split("/", 1)
-            if choices.get(group) == option:
+            if option in selected_options(choices, group):
                 traits[ref] = tuple(declared)
     return traits
 
@@ -383,7 +395,7 @@ def active_plugins(plugins: list[LoadedPlugin], choices: dict[str, str | None]) 
             if required not in active:
                 active[required] = by_name[required]
                 queue.append(by_name[required])
-    selected = {f"{g}/{o}" for g, o in choices.items() if o is not None}
+    selected = {f"{g}/{o}" for g in choices for o in selected_options(choices, g)}
     for plugin in active.values():
         for conflict in plugin.info.conflicts:
             if conflict in active or conflict in selected:

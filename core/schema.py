@@ -9,6 +9,7 @@ This module must not import torch: ``ft validate`` runs without it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -382,9 +383,39 @@ def _list_item_dataclass(tp: Any) -> type | None:
 
 
 def schema_for(section: str, choices: dict[str, str | None], schemas: dict[str, type]) -> type | None:
-    """The schema of a config section: the selected option's (``adapter/lora``), else the group's."""
-    option = choices.get(section)
+    """The schema of a config section: the selected option's (``adapter/lora``), else the group's.
+
+    Several options selected at once (``logger=[tensorboard,mlflow]``) merge their configs into one
+    section, so their schemas merge too: one dataclass with every option's fields."""
+    from ft.plugins import split_choice
+
+    options = split_choice(choices.get(section))
+    if len(options) > 1:
+        parts = [schemas.get(f"{section}/{option}") for option in options]
+        if all(parts):
+            return _merged_schema(section, tuple(parts))
+        return schemas.get(section)
+    option = options[0] if options else None
     return (schemas.get(f"{section}/{option}") if option else None) or schemas.get(section)
+
+
+@functools.lru_cache(maxsize=None)
+def _merged_schema(section: str, parts: tuple[type, ...]) -> type:
+    """One dataclass with the fields of every part; two parts declaring the same field is a plugin error."""
+    from ft.errors import PluginError
+
+    fields: dict[str, tuple[str, Any, Any]] = {}
+    owners: dict[str, type] = {}
+    for part in parts:
+        hints = typing.get_type_hints(part)
+        for fld in dataclasses.fields(part):
+            if fld.name in fields:
+                raise PluginError(f"the {section} options {owners[fld.name].__name__} and {part.__name__} both declare "
+                                  f"'{fld.name}', so they cannot be selected together")
+            copy = dataclasses.field(default=fld.default, default_factory=fld.default_factory, metadata=fld.metadata)
+            fields[fld.name] = (fld.name, hints[fld.name], copy)
+            owners[fld.name] = part
+    return dataclasses.make_dataclass("_".join(p.__name__ for p in parts), list(fields.values()))
 
 
 def validate_config(

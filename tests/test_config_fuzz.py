@@ -103,7 +103,7 @@ HANDWRITTEN: list[list[str]] = [
     ["+adapter=lora", "model.name_or_path={tiny}", "adapter.target_modules=[q_proj,v_prj]"],
     ["+packing=multipack", "packing.attention=per_row", "model.attn_implementation=eager"],
     ["data=chat", "data.path={chat}", "data.format=template"], ["data=chat", "data.path={chat}", "data.chat_template=nonsense"],
-    ["trainer.report_to=[tensorboard]"], ["trainer.report_to=[wandbb]"], ["model.attn_implementation=flashy"],
+    ["trainer.report_to=[comet_ml]"], ["trainer.report_to=[wandbb]"], ["model.attn_implementation=flashy"],
     # malformed override syntax
     ["optim.lr"], ["=1"], ["optim.lr==1"], ["trainer.report_to=[a"], ["+=x"], ["model.name_or_path='unterminated"],
     ["optim.lr=${oops"], ["trainer.report_to=[tensorboard"], ["a..b=1"], ["optim.lr=1e-4", "optim.lr=1e-3", "-x"],

@@ -456,6 +456,50 @@ def test_hook_config_schemas(demo_site):
     assert unknown.returncode == 2 and "did you mean 'every'" in unknown.stderr
 
 
+OTHER_LOGGER = '''
+from dataclasses import dataclass
+from ft.api import PluginInfo, hookimpl
+
+FT_PLUGIN = PluginInfo(name="{name}")
+
+
+@dataclass
+class {cls}:
+    {field}: str = "y"
+
+
+@hookimpl
+def config_schemas():
+    return {{"logger/{name}": {cls}}}
+
+
+@hookimpl
+def validate_config(cfg, choices):
+    print("{name} sees", choices["logger"], type(cfg.logger).__name__, flush=True)
+'''
+
+
+def test_several_options_of_one_group_merge_their_configs_and_schemas(demo_site, tmp_path):
+    """logger=[a,b] (Hydra's list of options): both plugins active, both configs in one typed section."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(demo_site, site)
+    install_fake_plugin(site, "ft-other", "other", OTHER_LOGGER.format(name="other", cls="OtherConfig", field="tag"),
+                        {"logger/other.yaml": "tag: z\n"})
+    install_fake_plugin(site, "ft-clash", "clash", OTHER_LOGGER.format(name="clash", cls="ClashConfig", field="label"),
+                        {"logger/clash.yaml": "label: q\n"})
+    both = run_ft(["config", "show", "logger=[demo,other]", "logger.every=3"], site=site)
+    assert both.returncode == 0, both.stderr
+    assert "logger:\n  every: 3\n  label: x\n  tag: z\n" in both.stdout
+    assert "other sees demo,other DemoConfig_OtherConfig" in both.stdout
+    assert "logger=demo,other" in both.stdout.splitlines()[1]
+    bad = run_ft(["validate", "logger=[demo,other]", "logger.every=0"], site=site)
+    assert bad.returncode == 2 and "logger.every=0 is not valid" in bad.stderr
+    clash = run_ft(["validate", "logger=[demo,clash]"], site=site)
+    assert clash.returncode == 2 and "DemoConfig and ClashConfig both declare 'label'" in clash.stderr
+
+
 def test_hook_validate_config(demo_site):
     bad = run_ft(["validate", "+logger=demo", "logger.label=forbidden"], site=demo_site)
     assert bad.returncode == 2 and bad.stderr.strip() == "ft: error: logger.label='forbidden' is not valid: pick another label"

@@ -24,6 +24,7 @@ commands:
   config show [overrides]   print the composed config
   plugins [--json] [--all]  list installed plugins: version, hooks, options, capabilities, traits
                             (--all: disabled ones too); exit 2 if one is broken
+  plugins --matrix          which option works with which method (docs/compatibility.md)
 {extra}
 global options:
   -p NAME / -p no:NAME      load / block a plugin
@@ -151,10 +152,40 @@ def plugin_listing(p_flags: list[str], include_disabled: bool = False) -> list[d
     return listing
 
 
+def compatibility_matrix(listing: list[dict[str, Any]]) -> str:
+    """A Markdown table from ``ft plugins --json`` data: each method (row) against each other option
+    (column), "yes" or why not, by the rules ``ft validate`` applies to plugins: a plugin's
+    ``requires_traits`` against the method's traits, declared ``conflicts`` and the exclusive capabilities."""
+    entries = [e for e in listing if e["status"] == "ok"]
+    owner = {option: e for e in entries for option in e["options"]}
+    methods = sorted(o for o in owner if o.startswith("method="))
+    features = sorted((o for o in owner if o.split("=")[0] not in ("method", "data")),
+                      key=lambda o: (o.split("=")[0], o))
+
+    def verdict(method: str, feature: str) -> str:
+        m, f = owner[method], owner[feature]
+        traits = set(m["traits"].get(method.replace("=", "/"), []))
+        missing = [t for t in f["requires_traits"] if t not in traits]
+        if missing:
+            return f"no: needs {' and '.join(missing)}"
+        if {m["name"], method.replace("=", "/")} & set(f["conflicts"]) or {f["name"], feature.replace("=", "/")} & set(m["conflicts"]):
+            return "no: declared conflict"
+        clash = sorted(set(m["capabilities"]) & set(f["capabilities"])) if m["name"] != f["name"] else []
+        return f"no: both build {clash[0]}" if clash else "yes"
+
+    header = ["method", *features]
+    rows = [[method.split("=")[1], *[verdict(method, feature) for feature in features]] for method in methods]
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
 def cmd_plugins(p_flags: list[str], args: list[str]) -> int:
     """List installed plugins; exit 2 when one is broken (its problem is shown in its entry)."""
     listing = plugin_listing(p_flags, include_disabled="--all" in args)
     broken = [e for e in listing if e["status"] == "broken"]
+    if "--matrix" in args:
+        print(compatibility_matrix(listing))
+        return EXIT_USER_ERROR if broken else 0
     if "--json" in args:
         print(json.dumps(listing, indent=2))
         return EXIT_USER_ERROR if broken else 0

@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ft.builtin.default_task",
     "ft.builtin.generate",
     "ft.builtin.evaluate",
+    "ft.builtin.scaffold",
 )
 
 

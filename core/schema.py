@@ -202,6 +202,14 @@ class RunConfig:
     plot: bool = True
 
 
+@dataclass
+class SweepConfig:
+    """What a sweep (``ft run -m``) optimises: a final metric of each job (``summary.json``)."""
+
+    objective: str | None = None
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
 KERNEL_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -209,6 +217,7 @@ KERNEL_SCHEMAS: dict[str, type] = {
     "trainer": TrainerConfig,
     "method/sft": SftMethodConfig,
     "run": RunConfig,
+    "sweep": SweepConfig,
 }
 
 TOP_LEVEL_SCALARS: dict[str, Any] = {"seed": int}

@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "quantization_config": "ft.builtin.generate:quantization_config",
     # data
     "default_task_pairs": "ft.default_task:preference_pairs",
+    "default_task_rows": "ft.default_task:split_rows",
     "read_rows": "ft.data.sources:read_rows",
     "load_preference_rows": "ft.data.preference:load_preference_rows",
     "split_by_prompt": "ft.data.preference:split_by_prompt",

@@ -147,6 +147,20 @@ def dataset_formats() -> dict[str, Any]:
     """
 
 
+@hookspec
+def reward_functions() -> dict[str, Any]:
+    """Contribute named reward functions for online RL methods (``method=grpo``'s ``method.rewards``).
+
+    When: at validation (a reward named in the config must be one of them, or a ``module:function``
+    path) and when an RL trainer is built; asked of every installed plugin (``ctx.installed_pm`` at run
+    time), selected or not, so a plugin can exist only to ship rewards. Returns: a dict mapping a
+    name to a callable with TRL's reward signature ``(prompts, completions, completion_ids, **columns)
+    -> list[float | None]``, one score per completion (``None``: does not apply); ``columns`` are the
+    dataset's other columns and the options the config gives the reward (docs/grpo.md). Combine:
+    collected; the same name from two plugins is an error. Return the callables without importing torch.
+    """
+
+
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------

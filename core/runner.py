@@ -40,6 +40,8 @@ class Session:
         self.registries: dict[str, set[str]] = {
             "dataset_formats": set(merge_contributions(self.pm_all.hook.dataset_formats(), "dataset_formats",
                                                        same=lambda a, b: a is b)),
+            "reward_functions": set(merge_contributions(self.pm_all.hook.reward_functions(), "reward_functions",
+                                                        same=lambda a, b: a is b)),
         }
 
     def normalise(self, overrides: list[str]) -> list[str]:

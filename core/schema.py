@@ -47,7 +47,10 @@ def bounded(default: Any = None, *, ge: float | None = None, gt: float | None = 
 
 
 def named(default: Any = None, *, registry: str, **kwargs: Any) -> Any:
-    """A string field that must name an entry of a collected hook's result (``registry="dataset_formats"``)."""
+    """A string field that must name an entry of a collected hook's result (``registry="dataset_formats"``).
+
+    A value with a colon (``my_module:function``) is an import path, not a registry name: the plugin that
+    reads the field checks it."""
     return field(default=default, metadata={"registry": registry, **kwargs})
 
 
@@ -362,7 +365,7 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
         _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number",
                       fld.metadata.get("expected"))
         registry = fld.metadata.get("registry")
-        if registry and value is not None and registries is not None and registry in registries:
+        if registry and value is not None and ":" not in str(value) and registries is not None and registry in registries:
             known = registries[registry]
             if value not in known:
                 raise ConfigError(f"{key}={value!r}: no such {registry.replace('_', ' ').rstrip('s')}"

@@ -438,6 +438,15 @@ def format_qa(row, tokenizer, options):
 @hookimpl
 def dataset_formats():
     return {"qa": format_qa}
+
+
+def says_please(prompts, completions, **columns):
+    return [1.0 if "please" in str(c).lower() else 0.0 for c in completions]
+
+
+@hookimpl
+def reward_functions():
+    return {"says_please": says_please}
 '''
 
 
@@ -498,6 +507,15 @@ def test_several_options_of_one_group_merge_their_configs_and_schemas(demo_site,
     assert bad.returncode == 2 and "logger.every=0 is not valid" in bad.stderr
     clash = run_ft(["validate", "logger=[demo,clash]"], site=site)
     assert clash.returncode == 2 and "DemoConfig and ClashConfig both declare 'label'" in clash.stderr
+
+
+def test_hook_reward_functions(demo_site):
+    """A reward from any installed plugin is a valid name in method.rewards; an unknown one lists them all."""
+    ok = run_ft(["validate", "+method=grpo", "method.rewards=[{name: says_please, weight: 0.5}]"], site=demo_site)
+    assert ok.returncode == 0, ok.stderr
+    bad = run_ft(["validate", "+method=grpo", "method.rewards=[{name: says_pleese}]"], site=demo_site)
+    assert bad.returncode == 2 and "no such reward function (did you mean 'says_please'?)" in bad.stderr
+    assert "exact_match" in bad.stderr and "says_please" in bad.stderr
 
 
 def test_hook_validate_config(demo_site):

@@ -1,0 +1,1 @@
+"""ft-grpo: Group Relative Policy Optimization on TRL's GRPOTrainer (method=grpo)."""

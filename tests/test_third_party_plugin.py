@@ -15,25 +15,55 @@ from ft.testing import REPO, run_ft
 EXAMPLE = REPO / "examples" / "ft-csv-logger"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """pip-install the example plugin into its own folder; tests put it on PYTHONPATH."""
+def pip_install(example: Path, tmp_path_factory) -> Path:
+    """pip-install an example plugin into a folder of its own; tests put it on PYTHONPATH."""
     import shutil
 
     target = tmp_path_factory.mktemp("site")
     # Build from a copy: setuptools writes build/ and *.egg-info next to the sources, and a test must leave
     # nothing behind in the repository.
-    source = tmp_path_factory.mktemp("source") / EXAMPLE.name
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    source = tmp_path_factory.mktemp("source") / example.name
+    shutil.copytree(example, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(source)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert list(target.glob("ft_csv_logger-*.dist-info"))
-    assert not {"build", "ft_csv_logger.egg-info"} & {p.name for p in EXAMPLE.iterdir()}  # nothing left in the repo
+    package = example.name.replace("-", "_")
+    assert list(target.glob(f"{package}-*.dist-info"))
+    assert not {"build", f"{package}.egg-info"} & {p.name for p in example.iterdir()}  # nothing left in the repo
     return target
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    return pip_install(EXAMPLE, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reward_site(tmp_path_factory) -> Path:
+    return pip_install(REPO / "examples" / "ft-reward-brevity", tmp_path_factory)
+
+
+def test_a_rewards_only_plugin_makes_its_rewards_available_to_grpo(reward_site, tiny_model_dir, tmp_path):
+    listed = run_ft(["plugins"], env=env(reward_site))
+    assert "reward_brevity 0.1.0 (ft-reward-brevity)" in listed.stdout and "reward_functions" in listed.stdout
+    rewards = "method.rewards=[{name: sort_partial}, {name: brevity, weight: 0.5, args: {words: 3}}, {name: no_apology}]"
+    assert run_ft(["validate", "+method=grpo", rewards], env=env(reward_site)).returncode == 0
+    typo = run_ft(["validate", "+method=grpo", "method.rewards=[{name: brevty}]"], env=env(reward_site))
+    assert typo.returncode == 2 and "did you mean 'brevity'" in typo.stderr
+    assert run_ft(["validate", "+method=grpo", "method.rewards=[{name: brevity}]"]).returncode == 2  # not installed
+    run = run_ft(["run", "+method=grpo", f"model.name_or_path={tiny_model_dir}", "data.task.train_rows=16",
+                  "data.task.eval_rows=4", "method.max_completion_length=4", "trainer.max_steps=2",
+                  "trainer.logging_steps=1", rewards, f"run.root={tmp_path}", "run.name=r"], env=env(reward_site))
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in logged if "rewards/brevity/mean" in r)
+    assert {"rewards/sort_partial/mean", "rewards/no_apology/mean"} <= set(step)
+    assert 0.0 <= step["rewards/brevity/mean"] <= 1.0
 
 
 def env(site: Path) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""ft-reward-brevity: reward functions for method=grpo, shipped as a plugin."""

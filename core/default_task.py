@@ -183,13 +183,15 @@ def score(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = 32,
     progress: str | None = None,
+    sampler: Any = None,
 ) -> TaskScore:
     """Greedy-decode each row's prompt with the chat template and score exact matches.
 
     Prompts are left-padded so that every row in a batch continues right where its prompt ends. The
     model's train/eval mode and the tokenizer's padding side are restored afterwards. ``progress``
     names a progress bar on stderr (shown on a terminal only): scoring a few dozen rows on a CPU takes
-    long enough to look hung without one.
+    long enough to look hung without one. ``sampler`` (a method's ``text_sampler``, e.g. masked
+    diffusion) generates instead of ``model.generate``.
     """
     import sys
 
@@ -212,17 +214,21 @@ def score(
                 tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                 for messages, _ in batch
             ]
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            encoded = {name: tensor.to(model.device) for name, tensor in encoded.items()}
-            with torch.inference_mode():
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=pad_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            if sampler is not None:
+                prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+                new_tokens = [_until_eos(ids, tokenizer) for ids in sampler(prompt_ids, max_new_tokens)]
+            else:
+                encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                encoded = {name: tensor.to(model.device) for name, tensor in encoded.items()}
+                with torch.inference_mode():
+                    output = model.generate(
+                        **encoded,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=pad_id,
+                        eos_token_id=tokenizer.eos_token_id,
+                    )
+                new_tokens = output[:, encoded["input_ids"].shape[1] :]
             for (messages, expected), tokens in zip(batch, new_tokens):
                 generated = tokenizer.decode(tokens, skip_special_tokens=True).strip()
                 samples.append((messages[-1]["content"], expected, generated))
@@ -232,6 +238,11 @@ def score(
         tokenizer.padding_side = padding_side
         model.train(was_training)
     return score_samples(samples)
+
+
+def _until_eos(ids: list[int], tokenizer: Any) -> list[int]:
+    stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+    return next((ids[:i] for i, t in enumerate(ids) if t in stops), ids)
 
 
 def score_samples(samples: list[tuple[str, str, str]]) -> TaskScore:

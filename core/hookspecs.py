@@ -76,6 +76,7 @@ CAPABILITIES: dict[str, str] = {
     "lr_scheduler": "scheduler",
     "run_training": "training_loop",
     "save_model": "model_saver",
+    "text_sampler": "sampler",
 }
 
 #: Traits a method option declares (``PluginInfo.traits``) and other plugins require
@@ -444,6 +445,21 @@ def save_model(ctx: RunContext, output_dir: str) -> Any:
     When: after ``post_train``, on every rank (gathering sharded weights is collective); only rank 0
     writes. Returns: ``True`` once saved. Combine: firstresult (capability ``model_saver``); the
     builtin writes through ``trainer.save_model`` into a temporary folder and renames it when complete.
+    """
+
+
+@hookspec(firstresult=True)
+def text_sampler(method_config: dict[str, Any], model: Any, tokenizer: Any) -> Any:
+    """Provide how a model trained with a method generates text, when it is not ``model.generate``.
+
+    When: whenever ft generates with a run's model: ``ft generate`` and ``ft chat`` (asked of every
+    installed plugin, with the run's ``method`` section from its ``config.yaml``; ``{}`` for a model
+    folder outside a run) and the default task's held-out scoring (asked of the run's active plugins).
+    Returns: ``None`` for a method the plugin does not know, else a callable ``sample(prompt_ids,
+    max_new_tokens) -> list[list[int]]``: ``prompt_ids`` is a batch of token-id lists (the chat
+    template already applied), the result one list of new token ids per prompt, which ft decodes and
+    cuts at the end-of-sequence token. Who belongs here: methods whose models do not decode left to
+    right (masked diffusion). Combine: firstresult (capability ``sampler``).
     """
 
 

@@ -379,6 +379,39 @@ def test_hook_post_save(recorded):
     assert "model.safetensors" in recorder.first("post_save")["files"]
 
 
+BACKWARDS_SAMPLER = '''
+from ft.api import PluginInfo, hookimpl
+
+FT_PLUGIN = PluginInfo(name="backwards", capabilities=("sampler",))
+
+
+@hookimpl
+def text_sampler(method_config, model, tokenizer):
+    if method_config.get("name") != "sft":
+        return None
+    # the prompt's last few tokens backwards, then the end of the turn: easy to predict, nothing like generate
+    return lambda prompt_ids, max_new_tokens: [ids[::-1][:max_new_tokens] + [tokenizer.eos_token_id] for ids in prompt_ids]
+'''
+
+
+def test_hook_text_sampler(recorded, tmp_path):
+    """A method plugin's sampler replaces model.generate in ft generate (asked of every installed plugin)."""
+    _, _, run_dir = recorded
+    site = tmp_path / "site"
+    install_fake_plugin(site, "ft-backwards", "backwards", BACKWARDS_SAMPLER)
+    sampled = run_ft(["generate", str(run_dir), "--prompt", "Name a colour.", "--max-new-tokens", "4"], site=site)
+    assert sampled.returncode == 0, sampled.stderr
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True)
+    prompt = prompt["input_ids"] if isinstance(prompt, dict) else prompt
+    assert sampled.stdout.strip() == tokenizer.decode(prompt[::-1][:4], skip_special_tokens=True).strip()
+    assert "(sampler of method=sft)" in sampled.stderr
+    plain = run_ft(["generate", str(run_dir), "--prompt", "Name a colour.", "--max-new-tokens", "4"])
+    assert plain.returncode == 0 and "sampler of" not in plain.stderr
+
+
 def test_a_taken_over_optimizer_and_arguments_class_are_the_trainers(tiny_model_dir, tmp_path):
     import torch
 

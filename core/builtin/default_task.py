@@ -66,6 +66,13 @@ def prepare_dataset(ctx: RunContext) -> DatasetBundle:
     return bundle_from_rows(ctx, train_rows, source="default task")
 
 
+def _sampler(ctx: RunContext) -> Any:
+    """The selected method's own sampler (``text_sampler``), or ``None`` for ``model.generate``."""
+    from ft.schema import to_plain
+
+    return ctx.pm.hook.text_sampler(method_config=to_plain(ctx.cfg.method) or {}, model=ctx.model, tokenizer=ctx.tokenizer)
+
+
 @hookimpl
 def post_trainer_create(ctx: RunContext) -> None:
     from ft.default_task import score
@@ -73,7 +80,7 @@ def post_trainer_create(ctx: RunContext) -> None:
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples before training...", len(state["eval_rows"]))
     state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
-                              progress="held-out before" if ctx.is_main else None)
+                              progress="held-out before" if ctx.is_main else None, sampler=_sampler(ctx))
     log.info("held-out accuracy before training: %.1f%%", 100 * state["before"].accuracy)
 
 
@@ -84,7 +91,7 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples after training...", len(state["eval_rows"]))
     state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
-                             progress="held-out after" if ctx.is_main else None)
+                             progress="held-out after" if ctx.is_main else None, sampler=_sampler(ctx))
     metrics["task_accuracy_before"] = state["before"].accuracy
     metrics["task_accuracy_after"] = state["after"].accuracy
     report = format_report(state["before"], state["after"])

@@ -47,11 +47,13 @@ class GenerateError(FtUserError):
 
 @dataclass
 class LoadedForGeneration:
-    """A model ready to generate, its tokenizer, and one line saying what it is."""
+    """A model ready to generate, its tokenizer, one line saying what it is, and the sampler a method
+    plugin provides for it (``text_sampler`` hook; ``None``: ``model.generate``)."""
 
     model: Any
     tokenizer: Any
     description: str
+    sampler: Any = None
 
 
 def find_model_folder(path: Path) -> Path:
@@ -118,7 +120,7 @@ def quantization_config(quantization: dict[str, Any]) -> Any:
 
 
 def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | None = None,
-                        full_precision_base: bool = False) -> LoadedForGeneration:
+                        full_precision_base: bool = False, p_flags: list[str] | None = None) -> LoadedForGeneration:
     """Load what ``path`` names (run folder, model folder, adapter folder) for generation.
 
     An adapter trained on a quantised base (QLoRA) is applied to the base quantised the same way, so the
@@ -161,7 +163,17 @@ def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | No
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    return LoadedForGeneration(model, tokenizer, description)
+    sampler = run_sampler(run_cfg.get("method") or {}, model, tokenizer, p_flags)
+    if sampler is not None:
+        description += f" (sampler of method={(run_cfg.get('method') or {}).get('name')})"
+    return LoadedForGeneration(model, tokenizer, description, sampler)
+
+
+def run_sampler(method_config: dict[str, Any], model: Any, tokenizer: Any, p_flags: list[str] | None = None) -> Any:
+    """The sampler an installed plugin provides for this run's method (``text_sampler``), or ``None``."""
+    from ft.runner import Session
+
+    return Session(p_flags).pm_all.hook.text_sampler(method_config=dict(method_config), model=model, tokenizer=tokenizer)
 
 
 def generation_config(loaded: LoadedForGeneration, args: argparse.Namespace) -> Any:
@@ -204,6 +216,11 @@ def reply(loaded: LoadedForGeneration, messages: list[dict[str, str]], args: arg
     inputs = {k: v.to(loaded.model.device) for k, v in prompt_inputs(loaded.tokenizer, messages).items()}
     if args.seed is not None:
         torch.manual_seed(int(args.seed))
+    if loaded.sampler is not None:  # the method's own way to generate (whole answer at once: no streaming)
+        new = loaded.sampler([inputs["input_ids"][0].tolist()], int(args.max_new_tokens))[0]
+        text = loaded.tokenizer.decode(cut_at_eos(new, loaded.tokenizer), skip_special_tokens=True)
+        print(text, flush=True)
+        return text
     streamer = TextStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     with torch.no_grad():
         output = loaded.model.generate(**inputs, generation_config=generation_config(loaded, args), streamer=streamer)
@@ -212,6 +229,15 @@ def reply(loaded: LoadedForGeneration, messages: list[dict[str, str]], args: arg
     if not stream:
         print(text, flush=True)
     return text
+
+
+def cut_at_eos(ids: list[int], tokenizer: Any) -> list[int]:
+    """Token ids up to the first end-of-sequence (or padding) token."""
+    stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+    for index, token in enumerate(ids):
+        if token in stops:
+            return ids[:index]
+    return ids
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,7 +264,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> LoadedForGeneration:
     if args.max_new_tokens < 1:
         raise GenerateError(f"--max-new-tokens={args.max_new_tokens}: expected at least 1")
-    loaded = load_for_generation(Path(args.run_dir).expanduser(), args.base, args.dtype, args.full_precision_base)
+    loaded = load_for_generation(Path(args.run_dir).expanduser(), args.base, args.dtype, args.full_precision_base,
+                                 list(getattr(args, "ft_p_flags", [])))
     print(f"[ft] {loaded.description}", file=sys.stderr)
     return loaded
 

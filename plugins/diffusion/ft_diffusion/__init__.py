@@ -1,0 +1,1 @@
+"""ft-diffusion: masked diffusion language models (LLaDA-style) for ft (method=diffusion)."""

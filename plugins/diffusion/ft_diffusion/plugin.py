@@ -88,6 +88,11 @@ def _settings(ctx: RunContext) -> Any:
     return Settings.from_config(ctx.cfg.method, ctx.extras["diffusion"]["mask_id"], ctx.tokenizer.eos_token_id)
 
 
+def _pad_id(ctx: RunContext) -> int:
+    tokenizer = ctx.tokenizer
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def _prompts(ctx: RunContext, count: int) -> list[list[int]]:
     """A few held-out prompts (the unlabelled start of each row) to sample answers for."""
     dataset = ctx.datasets.eval if ctx.datasets.eval is not None else ctx.datasets.train
@@ -159,7 +164,7 @@ def post_trainer_create(ctx: RunContext) -> None:
     state = ctx.extras["diffusion"]
     log.info("diffusion: masked-token accuracy on %d held-out rows at mask ratio %.2f...", len(ctx.datasets.eval),
              ctx.cfg.method.eval_mask_ratio)
-    state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, ctx.data_collator, _settings(ctx),
+    state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
                                       ctx.cfg.method.eval_mask_ratio)
 
 
@@ -170,7 +175,7 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     state = ctx.extras["diffusion"]
     if ctx.datasets.eval is None:
         return
-    after = masked_accuracy(ctx.model, ctx.datasets.eval, ctx.data_collator, _settings(ctx),
+    after = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
                             ctx.cfg.method.eval_mask_ratio)
     metrics["masked_accuracy_after"] = after
     line = f"Diffusion: held-out masked-token accuracy at mask ratio {ctx.cfg.method.eval_mask_ratio:.2f}: "

@@ -111,7 +111,23 @@ def trainer_class() -> type:
     return DiffusionTrainer
 
 
-def masked_accuracy(model: Any, dataset: Any, collator: Any, settings: Settings, ratio: float, seed: int = 0,
+def pad_rows(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """A right-padded batch of tokenized rows (whatever collator training uses, packing included)."""
+    import torch
+
+    length = max(len(r["input_ids"]) for r in rows)
+    batch = {"input_ids": torch.full((len(rows), length), pad_id, dtype=torch.long),
+             "labels": torch.full((len(rows), length), -100, dtype=torch.long),
+             "attention_mask": torch.zeros((len(rows), length), dtype=torch.long)}
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        batch["input_ids"][i, :n] = torch.tensor(row["input_ids"])
+        batch["labels"][i, :n] = torch.tensor(row["labels"])
+        batch["attention_mask"][i, :n] = 1
+    return batch
+
+
+def masked_accuracy(model: Any, dataset: Any, pad_id: int, settings: Settings, ratio: float, seed: int = 0,
                     batch_size: int = 8) -> float:
     """Masked-token accuracy on ``dataset`` at a fixed mask ratio (the same masks every time: seeded)."""
     import torch
@@ -128,8 +144,7 @@ def masked_accuracy(model: Any, dataset: Any, collator: Any, settings: Settings,
     try:
         for start in range(0, len(dataset), batch_size):
             rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            batch = collator([{k: r[k] for k in ("input_ids", "labels") if k in r} for r in rows])
-            batch = {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
+            batch = {k: v.to(device) for k, v in pad_rows(rows, pad_id).items()}
             if "labels" not in batch or not (batch["labels"] != IGNORE_INDEX).any():
                 continue
             with torch.no_grad():

@@ -17,7 +17,10 @@ from ft.plugins import LoadedPlugin, kernel_conf_dir, scan_conf_dir
 
 PRIMARY_CONFIG = "ft"
 _GROUP_OVERRIDE = re.compile(r"^(?P<prefix>\+{0,2}|~)(?P<group>[A-Za-z_][\w]*)(?P<rest>(@[\w.]+)?=.*)?$")
-_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|access_key)", re.IGNORECASE)
+#: Keys whose values are replaced by ``***`` in records: credentials, but not a tokenizer's special tokens
+#: (``mask_token``, ``pad_token``...), whose names say "token" too.
+_SECRET_KEY = re.compile(r"^(?!.*\b(?:mask|pad|eos|bos|unk|sep|cls)_token(?:_id)?$).*(token|secret|password|api_key|apikey|access_key)",
+                         re.IGNORECASE)
 
 
 @dataclass
@@ -318,6 +321,10 @@ def _explain_hydra_error(exc: BaseException, plugins: list[LoadedPlugin], schema
                     f"it added: write +{key}=... instead of {key}=...")
         hint = did_you_mean(leaf, known)
         return f"unknown config key '{key}'{hint}" + (f"; valid keys under '{top}': {', '.join(sorted(known))}" if known else "")
+    if "LexerNoViableAltException" in text or "mismatched input" in text:
+        bad = text.split(":", 1)[-1].strip()
+        return (f"cannot parse the override '{bad}': quote a value that holds special characters, "
+                f"as in key='<|value|>' (in a shell: \"key='<|value|>'\")")
     return f"invalid config: {text}"
 
 

@@ -81,12 +81,12 @@ def test_the_empirical_mask_ratio_follows_the_schedule_and_prompts_are_never_mas
     cosine = noise_batch(ids, labels, 3, 0.0, "cosine", 0.0, 1.0, generator=generator).masked[:, 8:].float().mean()
     assert abs(cosine.item() - (1 - 2 / math.pi)) < 0.02  # E[1 - cos(pi t / 2)] for t ~ U(0, 1)
     clamped = noise_batch(ids, labels, 3, 0.0, "linear", 0.3, 0.4, generator=generator)
-    assert 0.3 <= clamped.p.min().item() and clamped.p.max().item() <= 0.4
+    assert clamped.p.min().item() == pytest.approx(0.3) and clamped.p.max().item() == pytest.approx(0.4)
 
 
 def reference_loss(logits, targets, masked, noisable, p, shift, weighting, normalization):
     """The formula written out position by position."""
-    batch, length, _ = logits.shape
+    batch, length = len(logits), len(logits[0])
     sums, counts = [], []
     for b in range(batch):
         total = 0.0
@@ -168,10 +168,12 @@ def test_ft_generate_and_the_default_task_use_the_diffusion_sampler(tiny_model_d
 
 
 def test_the_mask_token_is_never_padding_or_end_of_sequence(tiny_model_dir, tmp_path, capsys):
-    data = write_chat_rows(tmp_path / "chat.jsonl", n=8)
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=48)
     code = main(["run", "+method=diffusion", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={data}",
-                 "method.mask_token=<|im_end|>", "trainer.max_steps=1", f"run.root={tmp_path}"])
+                 "method.mask_token='<|im_end|>'", "trainer.max_steps=1", f"run.root={tmp_path}"])
     assert code == 2 and "is the tokenizer's end-of-sequence token" in capsys.readouterr().err
+    assert main(["validate", "+method=diffusion", "method.mask_token=<|x|>"]) == 2
+    assert "quote a value that holds special characters" in capsys.readouterr().err
     assert main(["validate", "+method=diffusion", "method.min_mask_ratio=0.6", "method.max_mask_ratio=0.4"]) == 2
     assert main(["validate", "+method=diffusion", "+kernels=ft"]) == 2
 
@@ -180,31 +182,33 @@ def test_the_mask_token_is_never_padding_or_end_of_sequence(tiny_model_dir, tmp_
 
 
 def copies_task(path: Path, n: int, seed: int) -> Path:
-    """Rows ``rev(x) | x | rev(x)`` of 6 letters: a masked letter of the first copy is known only from the
-    copies to its right, so a left-to-right model can guess it no better than chance."""
+    """Chat rows whose trained answer comes *first* and is repeated, untrained, by the turn after it: 8 random
+    letters. Every masked letter of the answer is written out to its right, which a model that attends both
+    ways can read and a left-to-right model cannot: it can only guess (one letter in ten)."""
     rng = random.Random(seed)
-    letters = "abcdefghij"
     rows = []
     for _ in range(n):
-        x = [rng.choice(letters) for _ in range(6)]
-        rows.append({"text": " ".join(x[::-1]) + " | " + " ".join(x) + " | " + " ".join(x[::-1])})
+        letters = " ".join(rng.choice("abcdefghij") for _ in range(8))
+        rows.append({"messages": [{"role": "assistant", "content": letters}, {"role": "user", "content": letters}]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def held_out_accuracy(tiny_model_dir, tmp_path, attention: str) -> float:
-    train = copies_task(tmp_path / "train.jsonl", 512, seed=1)
-    run = tmp_path / attention
-    metrics = run_lifecycle(["+method=diffusion", f"model.name_or_path={tiny_model_dir}", "data=completion",
+    train = copies_task(tmp_path / "train.jsonl", 1024, seed=1)
+    metrics = run_lifecycle(["+method=diffusion", f"model.name_or_path={tiny_model_dir}", "data=chat",
                              f"data.path={train}", "data.val_size=64", f"method.attention={attention}",
-                             "method.shift_logits=false", "method.sample_every=0", "trainer.max_steps=300",
-                             "trainer.micro_batch_size=16", "optim.lr=3e-3", "optim.warmup_steps=10",
-                             "trainer.logging_steps=50", "run.save_final_model=false", "run.plot=false"], run)
+                             "method.shift_logits=false", "method.sample_every=0", "trainer.max_steps=1200",
+                             "trainer.micro_batch_size=16", "optim.lr=3e-3", "optim.warmup_steps=0",
+                             "trainer.logging_steps=200", "run.save_final_model=false", "run.plot=false"],
+                            tmp_path / attention)
     return metrics["masked_accuracy_after"]
 
 
+@pytest.mark.slow
 def test_bidirectional_attention_learns_what_needs_right_hand_context_and_causal_does_not(tiny_model_dir, tmp_path):
+    """The same tiny model and training, held-out masked-token accuracy at mask ratio 0.5 (about 30 s each)."""
     bidirectional = held_out_accuracy(tiny_model_dir, tmp_path, "bidirectional")
     causal = held_out_accuracy(tiny_model_dir, tmp_path, "causal")
     assert bidirectional > 0.6, bidirectional
-    assert causal < bidirectional - 0.15, (causal, bidirectional)
+    assert causal < bidirectional - 0.2, (causal, bidirectional)

@@ -128,3 +128,6 @@ def test_a_bad_value_in_any_sweep_job_fails_before_the_first_job():
 def test_secrets_are_redacted():
     assert redact({"a": {"hub_token": "hf_x", "n": 1}, "api_key": "k", "b": [{"password": "p"}]}) == {
         "a": {"hub_token": "***", "n": 1}, "api_key": "***", "b": [{"password": "***"}]}
+    # a tokenizer's special tokens are settings, not secrets
+    assert redact({"method": {"mask_token": "<|mdm_mask|>", "pad_token": "<pad>", "api_token": "t"}}) == {
+        "method": {"mask_token": "<|mdm_mask|>", "pad_token": "<pad>", "api_token": "***"}}

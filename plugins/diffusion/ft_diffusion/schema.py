@@ -12,7 +12,7 @@ from ft.api import bounded
 class SamplingConfig:
     """How a diffusion model generates (``ft generate``, ``ft chat``, the default task's scoring, samples)."""
 
-    steps: int = bounded(16, ge=1)
+    steps: int = bounded(8, ge=1)
     block_length: int = bounded(32, ge=1)
     temperature: float = bounded(0.0, ge=0)
     remasking: Literal["low_confidence", "random"] = "low_confidence"

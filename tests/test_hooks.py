@@ -404,8 +404,9 @@ def test_hook_text_sampler(recorded, tmp_path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True)
-    prompt = prompt["input_ids"] if isinstance(prompt, dict) else prompt
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], tokenize=False,
+                                         add_generation_prompt=True)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert sampled.stdout.strip() == tokenizer.decode(prompt[::-1][:4], skip_special_tokens=True).strip()
     assert "(sampler of method=sft)" in sampled.stderr
     plain = run_ft(["generate", str(run_dir), "--prompt", "Name a colour.", "--max-new-tokens", "4"])

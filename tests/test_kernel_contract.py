@@ -190,7 +190,7 @@ from ft.api import PluginInfo, hookimpl, hookspec
 
 class RewardSpecs:
     @hookspec
-    def reward_functions(self):
+    def score_functions(self):
         '''Named reward functions for the owner to call. Combine: collected.'''
 
 FT_PLUGIN = PluginInfo(name="owner", hookspecs=RewardSpecs)
@@ -204,7 +204,7 @@ from ft.api import PluginInfo, hookimpl
 FT_PLUGIN = PluginInfo(name="user")
 
 @hookimpl
-def reward_functions():
+def score_functions():
     return {"exact": lambda text: 1.0}
 """
 
@@ -217,7 +217,7 @@ def test_a_plugin_defined_hook_is_called_on_a_second_plugin(tmp_path):
     script = ("from ft.plugins import discover, make_plugin_manager\n"
               "found = discover(); found.raise_if_broken()\n"
               "pm = make_plugin_manager(found.plugins)\n"
-              "print(sorted(name for d in pm.hook.reward_functions() for name in d))\n")
+              "print(sorted(name for d in pm.hook.score_functions() for name in d))\n")
     import os
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
@@ -225,7 +225,7 @@ def test_a_plugin_defined_hook_is_called_on_a_second_plugin(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['exact']"
     alone = run_ft(["-p", "no:owner", "validate"], site=site)  # without the owner, the user's hook has no spec
-    assert alone.returncode == 2 and "implements hook 'reward_functions', which ft does not define" in alone.stderr
+    assert alone.returncode == 2 and "implements hook 'score_functions', which ft does not define" in alone.stderr
 
 
 # -- one name, config packages, traps ----------------------------------------------------------------

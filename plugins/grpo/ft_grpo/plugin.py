@@ -23,7 +23,7 @@ FT_PLUGIN = PluginInfo(
 )
 log = logging.getLogger("ft")
 
-#: The learning rate of experiment=prompts (GRPO's preset) when an adapter trains instead of every weight.
+#: The learning rate when an adapter trains instead of every weight (method/grpo.yaml's 1e-5 is a full fine-tune's).
 ADAPTER_LR = 2e-4
 
 
@@ -97,7 +97,7 @@ def training_args(ctx: RunContext) -> dict[str, Any]:
     from ft_grpo.trainer import grpo_arguments
 
     kwargs = grpo_arguments(ctx)
-    if ctx.choices.get("adapter") and ctx.choices.get("experiment") == "prompts" and not ctx.user_set("optim.lr"):
+    if ctx.choices.get("adapter") and not ctx.user_set("optim.lr"):
         kwargs["learning_rate"] = ADAPTER_LR
     check_batch(ctx.cfg.method.num_generations, max(ctx.world_size, 1), ctx.cfg.trainer.micro_batch_size,
                 ctx.cfg.trainer.gradient_accumulation_steps)

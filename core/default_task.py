@@ -216,7 +216,7 @@ def score(
             ]
             if sampler is not None:
                 prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-                new_tokens = [_until_eos(ids, tokenizer) for ids in sampler(prompt_ids, max_new_tokens)]
+                new_tokens = [until_eos(ids, tokenizer) for ids in sampler(prompt_ids, max_new_tokens)]
             else:
                 encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
                 encoded = {name: tensor.to(model.device) for name, tensor in encoded.items()}
@@ -240,7 +240,8 @@ def score(
     return score_samples(samples)
 
 
-def _until_eos(ids: list[int], tokenizer: Any) -> list[int]:
+def until_eos(ids: list[int], tokenizer: Any) -> list[int]:
+    """Token ids up to the first end-of-sequence (or padding) token: what a ``text_sampler`` answered."""
     stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
     return next((ids[:i] for i, t in enumerate(ids) if t in stops), ids)
 

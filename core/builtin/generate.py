@@ -218,7 +218,9 @@ def reply(loaded: LoadedForGeneration, messages: list[dict[str, str]], args: arg
         torch.manual_seed(int(args.seed))
     if loaded.sampler is not None:  # the method's own way to generate (whole answer at once: no streaming)
         new = loaded.sampler([inputs["input_ids"][0].tolist()], int(args.max_new_tokens))[0]
-        text = loaded.tokenizer.decode(cut_at_eos(new, loaded.tokenizer), skip_special_tokens=True)
+        from ft.default_task import until_eos
+
+        text = loaded.tokenizer.decode(until_eos(new, loaded.tokenizer), skip_special_tokens=True)
         print(text, flush=True)
         return text
     streamer = TextStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
@@ -229,15 +231,6 @@ def reply(loaded: LoadedForGeneration, messages: list[dict[str, str]], args: arg
     if not stream:
         print(text, flush=True)
     return text
-
-
-def cut_at_eos(ids: list[int], tokenizer: Any) -> list[int]:
-    """Token ids up to the first end-of-sequence (or padding) token."""
-    stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
-    for index, token in enumerate(ids):
-        if token in stops:
-            return ids[:index]
-    return ids
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

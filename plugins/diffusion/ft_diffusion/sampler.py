@@ -8,7 +8,7 @@ by the confidence of their prediction (``low_confidence`` remasking: the probabi
 token; ``random``: a random order) and the top ``k`` are committed, where ``k`` spreads the block's tokens
 as evenly as possible over its steps (the first ``n % steps`` steps commit one more). Committed tokens are
 never changed again, so after the last step no mask token is left. ``temperature`` 0 takes the most likely
-token; above 0, tokens are sampled (Gumbel-max on logits / temperature). The answer ends at the first
+token; above 0, tokens are sampled (Gumbel-max on logits / temperature). ft cuts the answer at the first
 end-of-sequence token.
 """
 
@@ -98,10 +98,3 @@ def generate(model: Any, prompt_ids: list[list[int]], mask_id: int, options: Sam
         model.train(was_training)
     return [row.tolist() for row in x[:, width:]]
 
-
-def cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
-    """The response up to (not including) its first end-of-sequence token."""
-    for i, token in enumerate(ids):
-        if token in eos_ids:
-            return ids[:i]
-    return ids

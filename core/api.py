@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "named": "ft.schema:named",
     "to_plain": "ft.schema:to_plain",
     "DatasetConfig": "ft.schema:DatasetConfig",
+    "DistConfig": "ft.schema:DistConfig",
     # the run and what hooks exchange
     "RunContext": "ft.context:RunContext",
     "DatasetBundle": "ft.context:DatasetBundle",
@@ -43,6 +44,10 @@ _EXPORTS: dict[str, str] = {
     "check_fusable": "ft.token_loss:check_fusable",
     "merge_contributions": "ft.plugins:merge_contributions",
     "selected_options": "ft.plugins:selected_options",
+    # processes
+    "Ranks": "ft.distributed:Ranks",
+    "broadcast_from_main": "ft.distributed:broadcast_from_main",
+    "barrier": "ft.distributed:barrier",
     # trainers
     "ft_trainer_class": "ft.training:ft_trainer_class",
     "base_training_args": "ft.training:base_training_args",

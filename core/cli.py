@@ -282,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ft: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        from ft.launch import LAUNCH_DIR_VARIABLE
+
+        if not os.environ.get(LAUNCH_DIR_VARIABLE):
+            raise
+        # A rank that `ft run` launched: its traceback is in the run folder (error.txt, error.rank<N>.txt)
+        # and the launching process prints the failure that came first, as one line.
+        return 1
     except BrokenPipeError:  # `ft config show | head`: the reader left; nothing more to say
         import os
 

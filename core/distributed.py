@@ -46,13 +46,18 @@ def ranks_are_cpu_processes(ranks: Ranks) -> bool:
     return not torch.cuda.is_available()
 
 
-def init_process_group(ranks: Ranks) -> None:
-    """Join the launcher's process group (through accelerate's ``PartialState``) when there are several ranks."""
+def init_process_group(ranks: Ranks, timeout_minutes: float | None = None) -> None:
+    """Join the launcher's process group (through accelerate's ``PartialState``) when there are several ranks.
+
+    ``timeout_minutes`` bounds how long a collective waits for a rank that went silent."""
     if ranks.world_size <= 1:
         return
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    PartialState(cpu=ranks_are_cpu_processes(ranks))
+    extra = {"timeout": timedelta(minutes=timeout_minutes)} if timeout_minutes else {}
+    PartialState(cpu=ranks_are_cpu_processes(ranks), **extra)
 
 
 def broadcast_from_main(value: Any, ranks: Ranks) -> Any:

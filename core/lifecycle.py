@@ -22,6 +22,7 @@ from ft.config import describe_selection, redact
 from ft.context import RunContext
 from ft.distributed import Ranks, broadcast_from_main, init_process_group, main_process_first, ranks_from_env
 from ft.errors import FtUserError, PluginError
+from ft.launch import mark_failed, report_failure, report_run_dir
 from ft.plugins import merge_contributions
 
 log = logging.getLogger("ft")
@@ -150,21 +151,30 @@ def run(prepared: Any, run_dir: Path | None = None, resume: bool = False) -> dic
     """
     cfg = prepared.composed.cfg
     ranks = ranks_from_env()
-    init_process_group(ranks)
-    if resume:
-        run_dir = Path(run_dir)
-    else:
-        run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
+    dist = getattr(cfg, "dist", None)
+    init_process_group(ranks, dist.timeout_minutes if dist is not None else None)
+    try:
+        if resume:
+            run_dir = Path(run_dir)
+        else:
+            run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
+    except FtUserError as exc:
+        report_failure(ranks.rank, exc)
+        raise
     if ranks.is_main:
         write_run_record(run_dir, prepared, ranks.world_size, resume)
+        report_run_dir(run_dir)
     handler = setup_logging(run_dir, ranks)
     ctx = prepared.context(run_dir, ranks)
     try:
         return _run(ctx, ranks)
-    except Exception:
-        if not isinstance(sys.exc_info()[1], FtUserError):
+    except Exception as exc:
+        report_failure(ranks.rank, exc)
+        if not isinstance(exc, FtUserError):
             name = "error.txt" if ranks.is_main else f"error.rank{ranks.rank}.txt"
             (run_dir / name).write_text(traceback.format_exc())
+        if ranks.is_main and ranks.world_size > 1:
+            mark_failed(run_dir, str(exc) if isinstance(exc, FtUserError) else f"{type(exc).__name__}: {exc}")
         raise
     finally:
         ctx.close()

@@ -21,6 +21,7 @@ from typing import Any
 from ft.config import Composed, compose, expand_sweeps, normalise_overrides
 from ft.context import RunContext
 from ft.errors import FtUserError
+from ft.launch import check_launch_config, run_job
 from ft.plugins import LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits
 
 
@@ -55,6 +56,7 @@ class Session:
         active = active_plugins(self.plugins, composed.choices)
         pm = make_plugin_manager(active)
         pm.hook.validate_config(cfg=composed.cfg, choices=composed.choices)
+        check_launch_config(composed.cfg)
         for index, spy in enumerate(spies):
             if spy is not None:
                 pm.register(spy, name=f"spy-{index}")
@@ -133,7 +135,7 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
     folders = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))}
     if not multirun:
         run_dir = Path(folders["hydra.run.dir"]) if "hydra.run.dir" in folders else None
-        lifecycle.run(jobs[0], run_dir)
+        run_job(jobs[0], run_dir, p_flags, overrides)
         return 0
     sweep_dir = Path(folders.get("hydra.sweep.dir") or Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}")
     lifecycle.claim_run_dir(sweep_dir)
@@ -150,7 +152,7 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
         result = JobResult(run_dir=sweep_dir / str(index), overrides=job.composed.overrides)
         results.append(result)
         try:
-            result.metrics = lifecycle.run(job, result.run_dir)
+            result.metrics = run_job(job, result.run_dir, p_flags)
         except FtUserError as exc:
             result.status, result.error = "user-error", str(exc)
             print(f"ft: error: job {index}: {exc}", file=sys.stderr)

@@ -213,6 +213,31 @@ class SweepConfig:
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
+@dataclass
+class DistConfig:
+    """How many processes a run uses; the fields every ``dist`` option shares (plugins subclass it).
+
+    Under a launcher (torchrun, ``accelerate launch``, Slurm's srun, Kubernetes) these are read from its
+    environment and ``nproc_per_node`` may stay 1; set here, ``ft run`` starts the processes itself
+    through torch.distributed's elastic launcher (what torchrun runs).
+    """
+
+    nproc_per_node: int = bounded(1, ge=1, expected="a number of processes of at least 1")
+    nnodes: int = bounded(1, ge=1, expected="a number of machines of at least 1")
+    node_rank: int = bounded(0, ge=0)
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "ft"
+    timeout_minutes: float = bounded(30.0, gt=0)
+
+
+@dataclass
+class DdpConfig(DistConfig):
+    """``dist=ddp``: plain data parallel (torch DistributedDataParallel, through the trainer)."""
+
+    find_unused_parameters: bool = False
+    bucket_cap_mb: int | None = bounded(None, ge=1)
+
+
 KERNEL_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -221,6 +246,8 @@ KERNEL_SCHEMAS: dict[str, type] = {
     "method/sft": SftMethodConfig,
     "run": RunConfig,
     "sweep": SweepConfig,
+    "dist": DistConfig,
+    "dist/ddp": DdpConfig,
 }
 
 TOP_LEVEL_SCALARS: dict[str, Any] = {"seed": int}

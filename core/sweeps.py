@@ -70,7 +70,7 @@ def run_sweep_job(p_flags: list[str], cfg: Any) -> float | None:
     (submitit) can pickle it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from ft import lifecycle
+    from ft.launch import run_job
     from ft.runner import Session
 
     hydra_cfg = HydraConfig.get()
@@ -78,7 +78,7 @@ def run_sweep_job(p_flags: list[str], cfg: Any) -> float | None:
     try:
         session = Session(p_flags)
         job = session.prepare(session.normalise(list(hydra_cfg.overrides.task)))
-        metrics = lifecycle.run(job, run_dir)
+        metrics = run_job(job, run_dir, p_flags)
         objective = job.cfg.sweep.objective
         if not objective:
             return None

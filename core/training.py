@@ -188,6 +188,13 @@ def base_training_args(ctx: RunContext) -> dict[str, Any]:
     }
     if ranks_are_cpu_processes(ctx.ranks):
         args["use_cpu"] = True  # several CPU processes: DDP over gloo (accelerate needs to be told)
+    dist = getattr(cfg, "dist", None)
+    if dist is not None:
+        args["ddp_timeout"] = int(dist.timeout_minutes * 60)
+        if ctx.choices.get("dist") == "ddp":
+            args["ddp_find_unused_parameters"] = dist.find_unused_parameters
+            if dist.bucket_cap_mb is not None:
+                args["ddp_bucket_cap_mb"] = dist.bucket_cap_mb
     if trainer.gradient_checkpointing:
         args["gradient_checkpointing"] = True
     if trainer.eval_steps:

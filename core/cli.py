@@ -282,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ft: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ft config show | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:
         from ft.launch import LAUNCH_DIR_VARIABLE
 
@@ -290,11 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         # A rank that `ft run` launched: its traceback is in the run folder (error.txt, error.rank<N>.txt)
         # and the launching process prints the failure that came first, as one line.
         return 1
-    except BrokenPipeError:  # `ft config show | head`: the reader left; nothing more to say
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

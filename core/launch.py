@@ -95,9 +95,9 @@ def first_failure(launch_dir: Path) -> dict[str, Any] | None:
     return min(records, key=lambda r: r["time"]) if records else None
 
 
-def ft_command(overrides: list[str], p_flags: list[str]) -> list[str]:
-    """The arguments each rank runs: ``python -m ft [-p ...] run <overrides>``."""
-    return ["-m", "ft", *p_flags, "run", *overrides]
+def ft_command(arguments: list[str], p_flags: list[str]) -> list[str]:
+    """What each rank runs: ``python -m ft [-p ...] <arguments>`` (``run <overrides>``, ``resume RUN_DIR``)."""
+    return ["-m", "ft", *p_flags, *arguments]
 
 
 def launch_config(dist: Any, log_dir: Path) -> Any:
@@ -119,8 +119,8 @@ def launch_config(dist: Any, log_dir: Path) -> Any:
         start_method="spawn", shutdown_timeout=SHUTDOWN_SECONDS)
 
 
-def launch(cfg: Any, overrides: list[str], p_flags: list[str]) -> Path | None:
-    """Run this job as ``dist.nproc_per_node`` processes on this machine (one node of ``dist.nnodes``).
+def launch(cfg: Any, arguments: list[str], p_flags: list[str]) -> Path | None:
+    """Run ``ft <arguments>`` as ``dist.nproc_per_node`` processes on this machine (one node of ``dist.nnodes``).
 
     Returns rank 0's run folder (``None`` on a machine without rank 0). A failed rank raises
     :class:`LaunchFailed` with that rank's one-line error, after every other rank has stopped; the run
@@ -139,8 +139,9 @@ def launch(cfg: Any, overrides: list[str], p_flags: list[str]) -> Path | None:
     level = elastic_log.level
     elastic_log.setLevel(logging.CRITICAL)  # its "closing signal"/"failed" records: ft says it in one line
     try:
-        elastic_launch(launch_config(dist, launch_dir / "logs"), sys.executable)(*ft_command(overrides, p_flags))
+        elastic_launch(launch_config(dist, launch_dir / "logs"), sys.executable)(*ft_command(arguments, p_flags))
     except ChildFailedError as exc:
+        print(file=sys.stderr)  # end rank 0's progress bar line: the error gets a line of its own
         raise _failure(exc, launch_dir) from None  # the launch folder stays: the failed rank's output is there
     finally:
         elastic_log.setLevel(level)
@@ -193,6 +194,6 @@ def run_job(job: Any, run_dir: Path | None, p_flags: list[str], overrides: list[
     arguments = list(overrides if overrides is not None else job.composed.overrides)
     if run_dir is not None:
         arguments = [a for a in arguments if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
-    claimed = launch(job.cfg, arguments, p_flags)
+    claimed = launch(job.cfg, ["run", *arguments], p_flags)
     summary = claimed / "summary.json" if claimed is not None else None
     return json.loads(summary.read_text()) if summary is not None and summary.is_file() else {}

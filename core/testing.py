@@ -317,3 +317,83 @@ def assert_same_training(plain: TrainingRecorder, other: TrainingRecorder, tol: 
     for name, weight in plain.final.items():
         error = (other.final[name] - weight).abs().max().item()
         assert error <= tol, f"{name} differs by {error:.3g} after training"
+
+
+# -- distributed runs: the same job on 1 process and on several, compared ----------------------------
+
+
+def distributed_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for ``ft run`` jobs with several CPU processes: one thread each (2 ranks on 2 cores
+    would otherwise oversubscribe), a private data cache."""
+    return {"OMP_NUM_THREADS": "1", "FT_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def tiny_job_args(model_dir: Path, data: Path, root: Path, *overrides: str, steps: int = 4) -> list[str]:
+    """``ft run`` arguments for a short fp32 SFT job of the tiny model (lr 1e-3, so the weights move),
+    logging the loss at every step into ``root``."""
+    return ["run", f"model.name_or_path={model_dir}", "data=chat", f"data.path={data}", f"run.root={root}",
+            "trainer.logging_steps=1", f"trainer.max_steps={steps}", "optim.lr=1e-3", "optim.scheduler=constant",
+            "run.plot=false", *overrides]
+
+
+def only_run(root: Path) -> Path:
+    """The one run folder under ``root`` (every rank agreed on it)."""
+    runs = [p for p in Path(root).iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"expected one run folder under {root}, found {runs}"
+    return runs[0]
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    """The training loss at each logged step (``metrics.jsonl``)."""
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def saved_weights(model_dir: Path) -> dict[str, Any]:
+    """Every tensor of the safetensors files in a saved model (or adapter) folder."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, Any] = {}
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        weights.update(load_file(str(path)))
+    assert weights, f"no safetensors weights in {model_dir}"
+    return weights
+
+
+def assert_same_run(plain: Path, other: Path, start: Path | None = None, tol: float = 1e-5) -> None:
+    """Two finished runs followed the same loss curve and saved the same weights (to ``tol``); with
+    ``start`` (the model trained from), the weights must also have moved, or the comparison proves nothing."""
+    plain_losses, other_losses = logged_losses(plain), logged_losses(other)
+    assert len(plain_losses) == len(other_losses) > 1, (plain_losses, other_losses)
+    worst = max(abs(a - b) for a, b in zip(plain_losses, other_losses))
+    assert worst <= tol, f"loss curves differ by {worst:.3g}: {plain_losses} vs {other_losses}"
+    mine, theirs = saved_weights(plain / "model"), saved_weights(other / "model")
+    assert mine.keys() == theirs.keys(), sorted(set(mine) ^ set(theirs))[:5]
+    if start is not None:
+        initial = saved_weights(start)
+        moved = max((mine[n].float() - initial[n].float()).abs().max().item() for n in mine if n in initial)
+        assert moved > 100 * tol, f"the weights hardly moved ({moved:.3g}): nothing to compare"
+    for name, weight in mine.items():
+        error = (theirs[name].float() - weight.float()).abs().max().item()
+        assert error <= tol, f"{name} differs by {error:.3g} after training"
+
+
+def assert_loads_without_ft(model_dir: Path, env: dict[str, str] | None = None) -> None:
+    """The saved model loads in plain transformers, in a fresh process that never imports ft."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from transformers import AutoModelForCausalLM; "
+            f"AutoModelForCausalLM.from_pretrained({str(model_dir)!r}); assert 'ft' not in sys.modules; print('loaded')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, cwd=str(model_dir))
+    assert result.stdout.strip().endswith("loaded"), result.stderr[-2000:]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous endpoint on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -199,6 +199,8 @@ def _run_resume(args: argparse.Namespace) -> int:
     from ft import lifecycle
     from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint
     from ft.config import redact
+    from ft.distributed import ranks_from_env
+    from ft.launch import launch, under_launcher, wants_processes
     from ft.runner import prepare_run
 
     run_dir = Path(args.run_dir)
@@ -226,15 +228,22 @@ def _run_resume(args: argparse.Namespace) -> int:
     checkpoint = last_complete_checkpoint(checkpoints)
     if checkpoint is None:
         raise FtUserError(f"{run_dir}: no complete checkpoint to resume from; start the run again with ft run")
-    for partial in incomplete_checkpoints(checkpoints):
-        log.info("resume: removing incomplete checkpoint %s", partial)
-        shutil.rmtree(partial, ignore_errors=True)
+    if wants_processes(prepared.cfg) and not under_launcher():  # the run had several processes: so does its resume
+        arguments = ["resume", str(run_dir), *args.overrides, *(["--force"] if args.force else [])]
+        launch(prepared.cfg, arguments, list(getattr(args, "ft_p_flags", [])))
+        return 0
+    main = ranks_from_env().is_main  # one rank tidies the folder; every rank reads the same checkpoint
+    if main:
+        for partial in incomplete_checkpoints(checkpoints):
+            log.info("resume: removing incomplete checkpoint %s", partial)
+            shutil.rmtree(partial, ignore_errors=True)
     step = json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step", 0)
-    dropped = truncate_metrics(run_dir / "metrics.jsonl", step)
-    (run_dir / "summary.json").unlink(missing_ok=True)
+    dropped = truncate_metrics(run_dir / "metrics.jsonl", step) if main else 0
+    if main:
+        (run_dir / "summary.json").unlink(missing_ok=True)
+        print(f"[ft] resuming {run_dir} from {checkpoint.name} (step {step}"
+              f"{f'; {dropped} metric records after it dropped' if dropped else ''})")
     prepared.composed.cfg.run.resume_from = str(checkpoint)
-    print(f"[ft] resuming {run_dir} from {checkpoint.name} (step {step}"
-          f"{f'; {dropped} metric records after it dropped' if dropped else ''})")
     metrics = lifecycle.run(prepared, run_dir, resume=True)
     return 0 if metrics is not None else 1
 

@@ -278,6 +278,9 @@ def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugi
     except Exception as exc:  # noqa: BLE001 - a bad interpolation is a config error
         raise ConfigError(f"cannot resolve the config: {_one_line(exc)}") from exc
     groups = set(available_options(plugins)) | _primary_default_groups()
+    from ft.plugins import active_plugins
+
+    active_plugins(plugins, choices)  # a declared conflict is named before the options' schemas are merged
     validate_config(container, choices, schemas or {}, groups, registries)
     return Composed(build_typed(container, choices, schemas or {}), container, choices, overrides)
 

@@ -336,6 +336,45 @@ def tiny_job_args(model_dir: Path, data: Path, root: Path, *overrides: str, step
             "run.plot=false", *overrides]
 
 
+class JobRunner:
+    """Runs short ``ft`` jobs of the tiny model on shared chat rows, each in a fresh ``run.root``, through
+    the real command line (so ``dist.nproc_per_node=2`` starts real ranks)."""
+
+    def __init__(self, model_dir: Path, base: Path) -> None:
+        self.model_dir, self.base = Path(model_dir), Path(base)
+        self.data = write_chat_rows(self.base / "chat.jsonl", n=32)
+        self.env = distributed_env(self.base)
+        self._count = 0
+
+    def __call__(self, *overrides: str, steps: int = 4, site: Path | None = None, multirun: bool = False,
+                 command: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[Path, Any]:
+        """``(run.root, completed process)`` of ``ft run <tiny job> <overrides>`` (or ``command`` as given)."""
+        self._count += 1
+        root = self.base / f"runs{self._count}"
+        args = command or tiny_job_args(self.model_dir, self.data, root, *overrides, steps=steps)
+        if multirun:
+            args.insert(1, "-m")
+        return root, run_ft(args, env={**self.env, **(env or {})}, site=site, timeout=900, cwd=self.base)
+
+    def finished(self, *overrides: str, **kwargs: Any) -> Path:
+        """The run folder of a job that must succeed."""
+        root, result = self(*overrides, **kwargs)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        return only_run(root)
+
+
+@_fixture(scope="session")
+def ft_job(tiny_model_dir, tmp_path_factory) -> JobRunner:
+    """A :class:`JobRunner` for the session (distributed tests compare its runs)."""
+    return JobRunner(tiny_model_dir, tmp_path_factory.mktemp("jobs"))
+
+
+@_fixture(scope="session")
+def one_process_run(ft_job) -> Path:
+    """The baseline distributed runs are compared with: 1 process, micro batch 4, 4 steps (fp32)."""
+    return ft_job.finished("trainer.micro_batch_size=4")
+
+
 def only_run(root: Path) -> Path:
     """The one run folder under ``root`` (every rank agreed on it)."""
     runs = [p for p in Path(root).iterdir() if p.is_dir()]

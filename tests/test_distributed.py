@@ -22,22 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def job(tiny_model_dir, tmp_path_factory):
-    """Run ``ft`` jobs of the tiny model on shared chat rows; returns (run folder, completed process)."""
-    base = tmp_path_factory.mktemp("distributed")
-    data = write_chat_rows(base / "chat.jsonl", n=32)
-    env = distributed_env(base)
-    counter = iter(range(1000))
-
-    def run(*overrides: str, steps: int = 4, site=None, multirun: bool = False):
-        root = base / f"runs{next(counter)}"
-        args = tiny_job_args(tiny_model_dir, data, root, *overrides, steps=steps)
-        if multirun:
-            args.insert(1, "-m")
-        result = run_ft(args, env=env, site=site, timeout=600, cwd=base)
-        return root, result
-
-    return run
+def job(ft_job):
+    return ft_job
 
 
 def finished(root, result):
@@ -46,8 +32,8 @@ def finished(root, result):
 
 
 @pytest.fixture(scope="module")
-def one_process(job):
-    return finished(*job("trainer.micro_batch_size=4"))
+def one_process(one_process_run):
+    return one_process_run
 
 
 def test_ddp_on_two_ranks_trains_like_one_process_and_saves_a_plain_model(job, one_process, tiny_model_dir):

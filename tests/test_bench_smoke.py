@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/run.py", "bench/kernels/run.py",
+           "bench/distributed/run.py",
            "bench/render.py"]
 
 

@@ -83,7 +83,8 @@ def deepspeed_config(dist: Any, stage: int) -> dict[str, Any]:
         "stage": stage,
         "overlap_comm": dist.overlap_comm,
         "contiguous_gradients": True,
-        "reduce_bucket_size": dist.reduce_bucket_size,
+        # null: "auto", which transformers sizes from the model (hidden_size squared), as for stage 3's buckets
+        "reduce_bucket_size": dist.reduce_bucket_size or "auto",
     }
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": "auto",
@@ -102,7 +103,8 @@ def deepspeed_config(dist: Any, stage: int) -> dict[str, Any]:
         config["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
                                                            "weight_decay": "auto"}}
     if stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
+        zero.update(stage3_prefetch_bucket_size="auto", stage3_param_persistence_threshold="auto",
+                    stage3_gather_16bit_weights_on_model_save=True)
         if dist.offload_param != "none":
             zero["offload_param"] = {"device": dist.offload_param, "pin_memory": False}
     return config

@@ -15,5 +15,5 @@ class ZeroConfig(DistConfig):
     offload_optimizer: Literal["none", "cpu"] = "none"
     offload_param: Literal["none", "cpu"] = "none"
     overlap_comm: bool = False
-    reduce_bucket_size: int = bounded(50_000_000, ge=1)
+    reduce_bucket_size: int | None = bounded(None, ge=1)
     config_file: str | None = path_field()

@@ -138,3 +138,68 @@ def test_launch_keys_are_checked_before_anything_starts(tmp_path):
         result = run_ft(["validate", override], cwd=tmp_path, timeout=120)
         assert result.returncode == 2 and expected in result.stderr, (override, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_environment_only_launcher_works_like_torchrun(job, one_process, tiny_model_dir, tmp_path):
+    """What a Kubernetes PyTorchJob (or any script) does: start each rank itself with RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; ft reads them and starts nothing."""
+    import os
+
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
+    root = tmp_path / "runs"
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **distributed_env(tmp_path), "RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, "-m", "ft", *tiny_job_args(tiny_model_dir, data, root,
+                                                                                  "trainer.micro_batch_size=2")],
+                                      env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out[-2000:] + err[-4000:]
+        assert "starting" not in err  # the launcher started the processes: ft did not start more
+    assert_same_run(one_process, only_run(root), start=tiny_model_dir)
+
+
+FAKE_SRUN = r'''#!/bin/bash
+# srun stand-in: run the command once per node, side by side, with SLURM_NODEID set; fail if any fails.
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((node = 0; node < SLURM_NNODES; node++)); do
+  SLURM_NODEID=$node "$@" > "$FAKE_SLURM_LOGS/node$node.$RANDOM.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+'''
+
+
+def test_the_slurm_example_trains_on_two_nodes(one_process, tiny_model_dir, tmp_path):
+    """examples/slurm/ft-multinode.sbatch under stand-ins for srun and scontrol: 2 nodes of 1 process."""
+    import os
+    from pathlib import Path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho localhost\n")
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
+    root = tmp_path / "runs"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **distributed_env(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242", "SLURM_GPUS_ON_NODE": "1",
+           "FT": str(Path(sys.executable).parent / "ft"), "FT_RDZV_PORT": str(free_port()), "FAKE_SLURM_LOGS": str(logs)}
+    script = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "ft-multinode.sbatch"
+    overrides = tiny_job_args(tiny_model_dir, data, root, "trainer.micro_batch_size=2")[1:]
+    result = subprocess.run(["bash", str(script), *overrides], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900)
+    node_logs = "\n".join(p.read_text()[-2000:] for p in logs.iterdir())
+    assert result.returncode == 0, result.stderr[-2000:] + node_logs
+    run = only_run(root)
+    assert run.name == "slurm-4242" and json.loads((run / "run.json").read_text())["world_size"] == 2
+    assert_same_run(one_process, run, start=tiny_model_dir)

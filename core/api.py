@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "Ranks": "ft.distributed:Ranks",
     "broadcast_from_main": "ft.distributed:broadcast_from_main",
     "barrier": "ft.distributed:barrier",
+    "planned_world_size": "ft.launch:planned_world_size",
+    "gathered_weights": "ft.distributed:gathered_weights",
     # trainers
     "ft_trainer_class": "ft.training:ft_trainer_class",
     "base_training_args": "ft.training:base_training_args",

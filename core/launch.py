@@ -52,6 +52,15 @@ def wants_processes(cfg: Any) -> bool:
     return dist is not None and (dist.nproc_per_node > 1 or dist.nnodes > 1)
 
 
+def planned_world_size(cfg: Any) -> int:
+    """How many processes the job will have: the launcher's ``WORLD_SIZE`` under a launcher, else
+    ``dist.nproc_per_node x dist.nnodes`` (what ``ft run`` will start). For checks at ``ft validate``."""
+    if under_launcher():
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    dist = getattr(cfg, "dist", None)
+    return dist.nproc_per_node * dist.nnodes if dist is not None else 1
+
+
 def check_launch_config(cfg: Any) -> None:
     """Cross-field rules of the ``dist`` launch keys, checked at ``ft validate``."""
     dist = getattr(cfg, "dist", None)

@@ -76,22 +76,26 @@ def _sampler(ctx: RunContext) -> Any:
 @hookimpl
 def post_trainer_create(ctx: RunContext) -> None:
     from ft.default_task import score
+    from ft.distributed import gathered_weights
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples before training...", len(state["eval_rows"]))
-    state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
-                              progress="held-out before" if ctx.is_main else None, sampler=_sampler(ctx))
+    with gathered_weights(ctx.model):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
+        state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
+                                progress="held-out before" if ctx.is_main else None, sampler=_sampler(ctx))
     log.info("held-out accuracy before training: %.1f%%", 100 * state["before"].accuracy)
 
 
 @hookimpl
 def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     from ft.default_task import format_report, score
+    from ft.distributed import gathered_weights
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples after training...", len(state["eval_rows"]))
-    state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
-                             progress="held-out after" if ctx.is_main else None, sampler=_sampler(ctx))
+    with gathered_weights(ctx.model):
+        state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
+                               progress="held-out after" if ctx.is_main else None, sampler=_sampler(ctx))
     metrics["task_accuracy_before"] = state["before"].accuracy
     metrics["task_accuracy_after"] = state["after"].accuracy
     report = format_report(state["before"], state["after"])

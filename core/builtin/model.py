@@ -7,6 +7,7 @@ Offline-first: a hub id is looked up in the local Hugging Face cache when ``HF_H
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from ft import hookimpl
 from ft.context import RunContext
 from ft.errors import FtUserError
 from ft.plugins import PluginInfo
+
+log = logging.getLogger("ft")
 
 FT_PLUGIN = PluginInfo(
     name="model",
@@ -213,6 +216,12 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
 def load_reference_model(ctx: RunContext, role: str, source: str | None, load_kwargs: dict[str, Any] | None) -> Any:
     """A frozen copy of the model as it starts training (``source=None``), or the model ``source``
     names (a folder or a cached hub id), loaded like the trained model: same dtype, offline-first."""
+    if source is None and any(p.numel() == 0 for p in ctx.model.parameters()):
+        # Weights partitioned across ranks (ZeRO-3 loads them that way): a copy would copy empty shards. The
+        # model as it starts training is the checkpoint it was loaded from, loaded again (partitioned too).
+        log.info("%s model: loading %s again (the trained model's weights are partitioned across ranks)", role,
+                 ctx.cfg.model.name_or_path)
+        source = ctx.cfg.model.name_or_path
     if source is None:
         import copy
 

@@ -67,3 +67,25 @@ def test_a_users_config_file_must_match_the_selected_stage_and_be_json(tmp_path)
     assert broken.returncode == 2 and "is not a readable DeepSpeed JSON" in broken.stderr
     matching = run_ft(["validate", "dist=zero3", "dist.config_file=ds.json"], cwd=tmp_path, timeout=120)
     assert matching.returncode == 0, matching.stderr
+
+
+@pytest.mark.slow
+def test_the_default_task_scores_before_and_after_under_zero3(ft_job):
+    """Scoring outside training runs on every rank with ZeRO-3's partitioned weights gathered (ft.api.gathered_weights)."""
+    root, result = ft_job(command=["run", f"model.name_or_path={ft_job.model_dir}", f"run.root={ft_job.base / 'zero3-task'}",
+                                   "trainer.max_steps=2", "data.task.eval_rows=8", "dist=zero3", "dist.nproc_per_node=2",
+                                   "run.plot=false"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(next((ft_job.base / "zero3-task").iterdir()).joinpath("summary.json").read_text())
+    assert {"task_accuracy_before", "task_accuracy_after"} <= summary.keys()
+    assert "held-out accuracy" in result.stdout
+
+
+@pytest.mark.slow
+def test_multipack_under_zero3_equals_one_process(ft_job):
+    """Multipack's two-row isolation check runs on the gathered weights; 6 packs divide over 2 ranks."""
+    packing = ("+packing=multipack", "data.sequence_len=192")
+    plain = ft_job.finished(*packing, "trainer.micro_batch_size=2", steps=3)
+    ranks = ft_job.finished(*packing, "dist=zero3", "dist.nproc_per_node=2", "trainer.micro_batch_size=1", steps=3)
+    assert "packing: attention=" in (ranks / "ft.log").read_text()
+    assert_same_run(plain, ranks)

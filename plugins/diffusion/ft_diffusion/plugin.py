@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, RunContext, hookimpl, to_plain
+from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, to_plain
 
 FT_PLUGIN = PluginInfo(
     name="diffusion",
@@ -109,7 +109,7 @@ def callbacks(ctx: RunContext) -> list[Any]:
     from ft_diffusion.trainer import samples_callback
 
     every = ctx.cfg.method.sample_every
-    if not every or not ctx.is_main:
+    if not every:
         return []
     sample = text_sampler(to_plain(ctx.cfg.method), ctx.model, ctx.tokenizer)
     return [samples_callback(ctx, sample, _prompts(ctx, ctx.cfg.method.sample_prompts), every)]
@@ -164,8 +164,9 @@ def post_trainer_create(ctx: RunContext) -> None:
     state = ctx.extras["diffusion"]
     log.info("diffusion: masked-token accuracy on %d held-out rows at mask ratio %.2f...", len(ctx.datasets.eval),
              ctx.cfg.method.eval_mask_ratio)
-    state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
-                                      ctx.cfg.method.eval_mask_ratio)
+    with gathered_weights(ctx.model):  # every rank measures, together (ZeRO-3 gathers the partitioned weights)
+        state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
+                                          ctx.cfg.method.eval_mask_ratio)
 
 
 @hookimpl
@@ -175,8 +176,9 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     state = ctx.extras["diffusion"]
     if ctx.datasets.eval is None:
         return
-    after = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
-                            ctx.cfg.method.eval_mask_ratio)
+    with gathered_weights(ctx.model):
+        after = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
+                                ctx.cfg.method.eval_mask_ratio)
     metrics["masked_accuracy_after"] = after
     line = f"Diffusion: held-out masked-token accuracy at mask ratio {ctx.cfg.method.eval_mask_ratio:.2f}: "
     if "before" in state:

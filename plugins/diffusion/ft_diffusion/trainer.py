@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ft.api import gathered_weights
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -166,9 +168,13 @@ def samples_callback(ctx: Any, sample: Any, prompts: list[list[int]], every: int
 
     class Samples(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if not every or state.global_step % every or not state.is_world_process_zero:
+            if not every or state.global_step % every:
                 return
-            answers = sample(prompts, SAMPLE_TOKENS)
+            # Every rank samples (a sharded model's forward is collective); rank 0 writes.
+            with gathered_weights(ctx.model):
+                answers = sample(prompts, SAMPLE_TOKENS)
+            if not state.is_world_process_zero:
+                return
             with (ctx.run_dir / "samples.jsonl").open("a", encoding="utf-8") as handle:
                 for prompt, answer in zip(prompts, answers):
                     handle.write(json.dumps({"step": state.global_step,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, planned_world_size
 
 FT_PLUGIN = PluginInfo(
     name="grpo",
@@ -61,7 +60,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
             raise ConfigError(f"data=prompts needs method=grpo, not method={choices.get('method')}")
         return
     method = cfg.method
-    check_batch(method.num_generations, int(os.environ.get("WORLD_SIZE", "1")), cfg.trainer.micro_batch_size,
+    check_batch(method.num_generations, planned_world_size(cfg), cfg.trainer.micro_batch_size,
                 cfg.trainer.gradient_accumulation_steps)
     for entry in method.rewards:
         if ":" in entry.name:
@@ -138,9 +137,10 @@ def _score(ctx: RunContext, label: str) -> Any:
     if not rows:
         return None
     log.info("scoring %d held-out prompts %s training...", len(rows), label)
-    return score_held_out(ctx.model, ctx.tokenizer, rows, reward_funcs(ctx), [float(e.weight) for e in reward_entries(ctx)],
-                          ctx.cfg.method.max_completion_length, state["format"],
-                          progress=f"held-out {label}" if ctx.is_main else None)
+    with gathered_weights(ctx.model):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
+        return score_held_out(ctx.model, ctx.tokenizer, rows, reward_funcs(ctx),
+                              [float(e.weight) for e in reward_entries(ctx)], ctx.cfg.method.max_completion_length,
+                              state["format"], progress=f"held-out {label}" if ctx.is_main else None)
 
 
 @hookimpl

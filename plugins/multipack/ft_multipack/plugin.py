@@ -20,7 +20,7 @@ import logging
 import math
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginInfo, gathered_weights, hookimpl
 
 from ft_multipack.schema import MultipackConfig, check_packing_values
 
@@ -91,15 +91,14 @@ def collator(ctx: Any) -> Any:
                           "attention; set model.attn_implementation=sdpa or packing.attention=auto")
     gaps: dict[str, float] = {}
     on_cpu = next(model.parameters()).device.type == "cpu"
-    if any(p.numel() == 0 for p in model.parameters()):
-        return _unchecked_collator(ctx, candidate_modes(wanted, implementation, on_cpu)[0], implementation, pad_id, dtype)
     for mode in candidate_modes(wanted, implementation, on_cpu):
         if mode == "per_row":
             use_attention(model, PER_ROW)
         built = PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",
                                attn_implementation=implementation, mask_dtype=dtype,
                                pad_to_multiple_of=packing.pad_to_multiple_of)
-        gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
+        with gathered_weights(model):  # every rank checks, together (ZeRO-3 gathers the partitioned weights)
+            gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
         if gaps[mode] <= _tolerance(dtype):
             log.info("packing: attention=%s (%s; model attention %s); a row's logits packed and alone differ by %.1e",
                      mode, MODE_DESCRIPTIONS[mode], implementation, gaps[mode])
@@ -112,23 +111,6 @@ def collator(ctx: Any) -> Any:
         f"packing=multipack cannot keep packed rows apart in {type(model).__name__} with {implementation} attention "
         f"(a row's logits change when another row is packed before it; relative difference {tried}); "
         "set model.attn_implementation=sdpa (or eager) with packing.attention=block_mask, or remove +packing=multipack")
-
-
-def _unchecked_collator(ctx: Any, mode: str, implementation: str, pad_id: int, dtype: Any) -> Any:
-    """The preferred mode without the two-row check: the model's weights are partitioned across ranks
-    (ZeRO-3 before training starts), so no forward pass can run yet. The same mode is the one the check
-    selects on one process, where it runs."""
-    from ft_multipack.attention import PER_ROW, use_attention
-    from ft_multipack.collator import PackedCollator
-
-    if mode == "per_row":
-        use_attention(ctx.model, PER_ROW)
-    log.info("packing: attention=%s (%s; model attention %s); isolation not checked here: the weights are partitioned "
-             "across ranks until training starts", mode, MODE_DESCRIPTIONS[mode], implementation)
-    ctx.extras["multipack"] = {"attention": mode, "model_attention": implementation}
-    return PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",
-                          attn_implementation=implementation, mask_dtype=dtype,
-                          pad_to_multiple_of=ctx.cfg.packing.pad_to_multiple_of)
 
 
 @hookimpl(tryfirst=True)

@@ -24,7 +24,17 @@ TRAIN = ("rewards/accuracies", "rewards/margins")
 
 
 def evaluate_before(trainer: Any) -> dict[str, float]:
-    """Score the held-out split with the untrained model (logged at step 0)."""
+    """Score the held-out split with the untrained model (logged at step 0).
+
+    Not under DeepSpeed: transformers evaluates before training by starting an inference engine (refused
+    under ZeRO-1/2), and under ZeRO-3 that engine then stands where training's must be built; the
+    after-training score is still reported."""
+    deepspeed = getattr(getattr(trainer, "accelerator", None), "state", None)
+    deepspeed = getattr(deepspeed, "deepspeed_plugin", None)
+    if deepspeed is not None:
+        log.info("held-out split not scored before training: under DeepSpeed ZeRO-%d the trainer evaluates only "
+                 "once training has started its engine; the score after training is reported", deepspeed.zero_stage)
+        return {}
     log.info("evaluating the held-out split before training...")
     return dict(trainer.evaluate())
 

@@ -81,7 +81,11 @@ HANDWRITTEN: list[list[str]] = [
     ["data=chat", "data.path={chat}", "+data.feild=x"], ["seed=abc"], ["+seeds=1"],
     # nonexistent options and groups
     ["data=nope"], ["+adapter=lorra"], ["+method=dp"], ["+packing=multipak"], ["experiment=foo"], ["+adaptr=lora"],
-    ["+kernels=ligr"], ["+dist=fsdp"], ["model=llama"], ["optim=lion"], ["trainer=fast"],
+    ["+kernels=ligr"], ["dist=fsdpp"], ["dist=zero4"], ["model=llama"], ["optim=lion"], ["trainer=fast"],
+    # distributed launch keys and combinations that cannot work
+    ["dist.nproc_per_node=0"], ["dist.nnodes=2"], ["dist.node_rank=3"], ["dist.rdzv_endpoint=host"],
+    ["dist=fsdp", "+adapter=qlora"], ["dist=zero2", "dist.offload_param=cpu"], ["dist=[fsdp,zero3]"],
+    ["dist=fsdp", "dist.checkpoint_format=zip"], ["dist.timeout_minutes=0"],
     # files that do not exist or cannot be used
     ["data=chat", "data.path=/no/such.jsonl"], ["data=alpaca", "data.path=/no/such.json"],
     ["data=completion", "data.path=/no/such.txt"], ["model.name_or_path=/no/such/model"],

@@ -119,7 +119,7 @@ def launch_config(dist: Any, log_dir: Path) -> Any:
     if dist.nnodes == 1 and not dist.rdzv_endpoint:
         endpoint, run_id, configs = "localhost:0", str(uuid.uuid4()), {}
     else:
-        endpoint, run_id, configs = dist.rdzv_endpoint, dist.rdzv_id, {"is_host": dist.node_rank == 0}
+        endpoint, run_id, configs = dist.rdzv_endpoint, str(dist.rdzv_id), {"is_host": dist.node_rank == 0}
     return LaunchConfig(
         min_nodes=dist.nnodes, max_nodes=dist.nnodes, nproc_per_node=dist.nproc_per_node,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=redirects),

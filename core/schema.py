@@ -226,7 +226,7 @@ class DistConfig:
     nnodes: int = bounded(1, ge=1, expected="a number of machines of at least 1")
     node_rank: int = bounded(0, ge=0)
     rdzv_endpoint: str | None = None
-    rdzv_id: str = "ft"
+    rdzv_id: str | int = "ft"
     timeout_minutes: float = bounded(30.0, gt=0)
 
 

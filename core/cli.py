@@ -287,13 +287,19 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception:
-        from ft.launch import LAUNCH_DIR_VARIABLE
+    except Exception as exc:
+        from ft.launch import LAUNCH_DIR_VARIABLE, failure_recorded, report_failure
 
         if not os.environ.get(LAUNCH_DIR_VARIABLE):
             raise
-        # A rank that `ft run` launched: its traceback is in the run folder (error.txt, error.rank<N>.txt)
-        # and the launching process prints the failure that came first, as one line.
+        # A rank that `ft run` launched: a failure inside the run has its traceback in the run folder
+        # (error.txt, error.rank<N>.txt) and the launching process prints the first failure as one line.
+        rank = int(os.environ.get("RANK", "0"))
+        if not failure_recorded(rank):  # failed before the run started: record it, keep the traceback
+            report_failure(rank, exc)
+            import traceback
+
+            traceback.print_exc()
         return 1
 
 

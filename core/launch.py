@@ -98,6 +98,12 @@ def report_failure(rank: int, exc: BaseException) -> None:
     (Path(where) / f"failure.rank{rank}.json").write_text(json.dumps(record))
 
 
+def failure_recorded(rank: int) -> bool:
+    """Whether this rank already recorded its failure (the lifecycle does; an error before it does not)."""
+    where = os.environ.get(LAUNCH_DIR_VARIABLE)
+    return bool(where) and (Path(where) / f"failure.rank{rank}.json").is_file()
+
+
 def first_failure(launch_dir: Path) -> dict[str, Any] | None:
     """The failure that came first: the cause; later ones are other ranks losing their peer."""
     records = [json.loads(p.read_text()) for p in launch_dir.glob("failure.rank*.json")]

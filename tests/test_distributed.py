@@ -21,63 +21,57 @@ from ft.testing import (assert_loads_without_ft, assert_same_run, distributed_en
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def job(ft_job):
-    return ft_job
+def start_side_by_side(args_per_process: list[list[str]], envs: list[dict[str, str]], cwd) -> list[tuple[str, str]]:
+    """Start ``python -m ft <args>`` once per entry, all at once (ranks or machines of one job), wait for every
+    one, and return their (stdout, stderr); each must exit 0."""
+    import os
+
+    base = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ft", *args], env={**base, **env}, cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args, env in zip(args_per_process, envs)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    return outputs
 
 
-def finished(root, result):
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return only_run(root)
-
-
-@pytest.fixture(scope="module")
-def one_process(one_process_run):
-    return one_process_run
-
-
-def test_ddp_on_two_ranks_trains_like_one_process_and_saves_a_plain_model(job, one_process, tiny_model_dir):
-    run = finished(*job("dist=ddp", "dist.nproc_per_node=2", "trainer.micro_batch_size=2"))
+def test_ddp_on_two_ranks_trains_like_one_process_and_saves_a_plain_model(ft_job, one_process_run, tiny_model_dir):
+    run = ft_job.finished("dist=ddp", "dist.nproc_per_node=2", "trainer.micro_batch_size=2")
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
     assert (run / "ft.rank1.log").is_file()
-    assert_same_run(one_process, run, start=tiny_model_dir)
+    assert_same_run(one_process_run, run, start=tiny_model_dir)
     assert_loads_without_ft(run / "model")
 
 
-def test_two_nodes_on_one_machine_train_like_one_node(job, one_process, tiny_model_dir, tmp_path):
+def test_two_nodes_on_one_machine_train_like_one_node(one_process_run, tiny_model_dir, tmp_path):
     """nnodes=2, one process each, c10d rendezvous on 127.0.0.1: both ft commands started side by side."""
     endpoint = f"127.0.0.1:{free_port()}"
-    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
-    root = tmp_path / "runs"
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", **distributed_env(tmp_path)}
-    nodes = [subprocess.Popen([sys.executable, "-m", "ft", *tiny_job_args(
-                 tiny_model_dir, data, root, "dist.nnodes=2", f"dist.node_rank={rank}", f"dist.rdzv_endpoint={endpoint}",
-                 "dist.rdzv_id=two-nodes", "trainer.micro_batch_size=2")],
-             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    for node, (out, err) in zip(nodes, outputs):
-        assert node.returncode == 0, out[-2000:] + err[-4000:]
+    data, root = write_chat_rows(tmp_path / "chat.jsonl", n=32), tmp_path / "runs"
+    outputs = start_side_by_side(
+        [tiny_job_args(tiny_model_dir, data, root, "dist.nnodes=2", f"dist.node_rank={rank}", f"dist.rdzv_endpoint={endpoint}",
+                       "dist.rdzv_id=two-nodes", "trainer.micro_batch_size=2") for rank in (0, 1)],
+        [distributed_env(tmp_path)] * 2, tmp_path)
     assert "starting 1 processes on machine 1 of 2" in outputs[1][1]
     run = only_run(root)
     assert json.loads((run / "run.json").read_text())["world_size"] == 2
-    assert_same_run(one_process, run, start=tiny_model_dir)
+    assert_same_run(one_process_run, run, start=tiny_model_dir)
 
 
-def test_lora_on_two_ranks_equals_one_process(job):
+def test_lora_on_two_ranks_equals_one_process(ft_job):
     # dropout draws different masks on each rank than in one process: off, so the runs can be compared exactly
     lora = ("+adapter=lora", "adapter.dropout=0")
-    plain = finished(*job(*lora, "trainer.micro_batch_size=4"))
-    ranks = finished(*job(*lora, "dist.nproc_per_node=2", "trainer.micro_batch_size=2"))
+    plain = ft_job.finished(*lora, "trainer.micro_batch_size=4")
+    ranks = ft_job.finished(*lora, "dist.nproc_per_node=2", "trainer.micro_batch_size=2")
     assert (ranks / "model" / "adapter_model.safetensors").is_file()
     assert_same_run(plain, ranks)
 
 
-def test_multipack_on_two_ranks_equals_one_process(job):
+def test_multipack_on_two_ranks_equals_one_process(ft_job):
     # 32 rows fill 6 packs of 192 tokens: divisible by 2 ranks, so no pack is added to even out the ranks
     # (with an odd count the 2-rank sampler re-packs into one more, and the batches differ by design)
     packing = ("+packing=multipack", "data.sequence_len=192")
-    plain = finished(*job(*packing, "trainer.micro_batch_size=2", steps=3))
-    ranks = finished(*job(*packing, "dist.nproc_per_node=2", "trainer.micro_batch_size=1", steps=3))
+    plain = ft_job.finished(*packing, "trainer.micro_batch_size=2", steps=3)
+    ranks = ft_job.finished(*packing, "dist.nproc_per_node=2", "trainer.micro_batch_size=1", steps=3)
     for run in (plain, ranks):
         assert "32 rows -> 6 packs" in (run / "ft.log").read_text()
     assert_same_run(plain, ranks)
@@ -98,11 +92,11 @@ def process_batch(ctx, batch, training):
 '''
 
 
-def test_a_failing_rank_ends_the_job_with_its_one_line_and_a_failed_run_folder(job, tmp_path):
+def test_a_failing_rank_ends_the_job_with_its_one_line_and_a_failed_run_folder(ft_job, tmp_path):
     site = tmp_path / "site"
     install_fake_plugin(site, "ft-flaky", "flaky", FLAKY)
     started = time.monotonic()
-    root, result = job("dist.nproc_per_node=2", "trainer.micro_batch_size=2", steps=8, site=site)
+    root, result = ft_job("dist.nproc_per_node=2", "trainer.micro_batch_size=2", steps=8, site=site)
     elapsed = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-3000:]  # a data error is the user's: exit code 2
     last = result.stderr.strip().splitlines()[-1]
@@ -115,8 +109,8 @@ def test_a_failing_rank_ends_the_job_with_its_one_line_and_a_failed_run_folder(j
     assert elapsed < 120, f"the job took {elapsed:.0f} s to end after a rank failed"
 
 
-def test_a_sweep_job_that_needs_two_processes_launches_them(job):
-    root, result = job("dist.nproc_per_node=2", "trainer.micro_batch_size=2", "optim.lr=1e-3,3e-3", steps=2, multirun=True)
+def test_a_sweep_job_that_needs_two_processes_launches_them(ft_job):
+    root, result = ft_job("dist.nproc_per_node=2", "trainer.micro_batch_size=2", "optim.lr=1e-3,3e-3", steps=2, multirun=True)
     assert result.returncode == 0, result.stderr[-4000:]
     sweep = only_run(root)
     for index in (0, 1):
@@ -140,26 +134,15 @@ def test_launch_keys_are_checked_before_anything_starts(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_an_environment_only_launcher_works_like_torchrun(job, one_process, tiny_model_dir, tmp_path):
+def test_an_environment_only_launcher_works_like_torchrun(one_process_run, tiny_model_dir, tmp_path):
     """What a Kubernetes PyTorchJob (or any script) does: start each rank itself with RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR and MASTER_PORT set; ft reads them and starts nothing."""
-    import os
-
-    data = write_chat_rows(tmp_path / "chat.jsonl", n=32)
-    root = tmp_path / "runs"
-    port = str(free_port())
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", **distributed_env(tmp_path), "RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        procs.append(subprocess.Popen([sys.executable, "-m", "ft", *tiny_job_args(tiny_model_dir, data, root,
-                                                                                  "trainer.micro_batch_size=2")],
-                                      env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, out[-2000:] + err[-4000:]
-        assert "starting" not in err  # the launcher started the processes: ft did not start more
-    assert_same_run(one_process, only_run(root), start=tiny_model_dir)
+    data, root, port = write_chat_rows(tmp_path / "chat.jsonl", n=32), tmp_path / "runs", str(free_port())
+    envs = [{**distributed_env(tmp_path), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+             "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port} for rank in (0, 1)]
+    outputs = start_side_by_side([tiny_job_args(tiny_model_dir, data, root, "trainer.micro_batch_size=2")] * 2, envs, tmp_path)
+    assert not any("starting" in err for _, err in outputs)  # the launcher started the processes: ft started none
+    assert_same_run(one_process_run, only_run(root), start=tiny_model_dir)
 
 
 FAKE_SRUN = r'''#!/bin/bash
@@ -176,7 +159,7 @@ exit $status
 '''
 
 
-def test_the_slurm_example_trains_on_two_nodes(one_process, tiny_model_dir, tmp_path):
+def test_the_slurm_example_trains_on_two_nodes(one_process_run, tiny_model_dir, tmp_path):
     """examples/slurm/ft-multinode.sbatch under stand-ins for srun and scontrol: 2 nodes of 1 process."""
     import os
     from pathlib import Path
@@ -202,4 +185,4 @@ def test_the_slurm_example_trains_on_two_nodes(one_process, tiny_model_dir, tmp_
     assert result.returncode == 0, result.stderr[-2000:] + node_logs
     run = only_run(root)
     assert run.name == "slurm-4242" and json.loads((run / "run.json").read_text())["world_size"] == 2
-    assert_same_run(one_process, run, start=tiny_model_dir)
+    assert_same_run(one_process_run, run, start=tiny_model_dir)

@@ -275,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        code = _main(list(sys.argv[1:] if argv is None else argv))
+        if code == 0:
+            from ft.distributed import leave_process_group
+
+            leave_process_group()
+        return code
     except FtUserError as exc:
         print(f"ft: error: {exc}", file=sys.stderr)
         return exc.exit_code

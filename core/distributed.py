@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,20 @@ def init_process_group(ranks: Ranks, timeout_minutes: float | None = None) -> No
 
     extra = {"timeout": timedelta(minutes=timeout_minutes)} if timeout_minutes else {}
     PartialState(cpu=ranks_are_cpu_processes(ranks), **extra)
+
+
+def leave_process_group() -> None:
+    """Destroy the process group once a rank's command succeeded, as torch asks of every trainer process.
+
+    Left to interpreter exit, gloo's worker threads can outlive Python and abort the process
+    ("terminate called without an active exception") after the run finished well. Only on success:
+    after a failure the other ranks may still wait in a collective."""
+    if "torch" not in sys.modules:  # a command that never touched torch joined no group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def broadcast_from_main(value: Any, ranks: Ranks) -> Any:

@@ -173,8 +173,9 @@ def launch(cfg: Any, arguments: list[str], p_flags: list[str]) -> Path | None:
 def _failure(exc: Any, launch_dir: Path) -> LaunchFailed:
     """The one line a failed launch ends with, and the run folder marked failed."""
     record = first_failure(launch_dir)
-    if record is None:  # killed without a word (a signal, out of memory)
-        rank, failure = min(exc.failures.items())
+    if record is None:  # killed without a word (a signal, out of memory, a crash at exit)
+        # The first to end is the cause; the launcher's SIGTERM to the others is recorded after it.
+        rank, failure = min(exc.failures.items(), key=lambda item: item[1].timestamp)
         record = {"rank": rank, "exit_code": 1,
                   "error": f"exited with code {failure.exitcode}" + (f" ({failure.signal_name()})" if failure.exitcode < 0 else "")}
     logs = sorted(launch_dir.glob(f"logs/**/{record['rank']}/*.log")) if record["rank"] else []

@@ -47,9 +47,23 @@ def make_bidirectional(model: Any) -> int:
     return count
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward can compute the head on the last positions only (``logits_to_keep``:
+    transformers' causal LMs), looking through DDP/DeepSpeed (``.module``) and PEFT wrappers."""
+    import inspect
+
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def forward(model: Any, input_ids: Any, attention_mask: Any | None = None, position_ids: Any | None = None,
-            causal: bool = False) -> Any:
-    """The model's logits for ``input_ids`` under the diffusion attention mask."""
+            causal: bool = False, last: int = 0) -> Any:
+    """The model's logits for ``input_ids`` under the diffusion attention mask.
+
+    ``last`` > 0 asks for the logits of the last ``last`` positions only (the answer: the vocabulary head
+    is a fifth of a small model's compute and most positions are prompt); models without
+    ``logits_to_keep`` return every position and are cut here, so the result is the same either way."""
     dtype = next(model.parameters()).dtype
     if not dtype.is_floating_point:  # a quantised base: the mask follows the compute dtype
         import torch
@@ -57,4 +71,8 @@ def forward(model: Any, input_ids: Any, attention_mask: Any | None = None, posit
         dtype = torch.float32
     mask = bidirectional_mask(attention_mask, position_ids, tuple(input_ids.shape), dtype, input_ids.device, causal)
     kwargs = {"position_ids": position_ids} if position_ids is not None else {}
-    return model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
+    keep = 0 < last < input_ids.shape[1]
+    if keep and accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = last
+    logits = model(input_ids=input_ids, attention_mask=mask, **kwargs).logits
+    return logits[:, -last:] if keep else logits

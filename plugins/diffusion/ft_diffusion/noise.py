@@ -57,6 +57,12 @@ class Noised:
     noisable: Any  # bool [B, L]
     p: Any  # float [B, L]: the mask probability of each position's sequence
 
+    def columns_from(self, first: int) -> Noised:
+        """The same batch from column ``first`` on (the columns whose logits were computed)."""
+        if not first:
+            return self
+        return Noised(self.input_ids[:, first:], self.masked[:, first:], self.noisable[:, first:], self.p[:, first:])
+
 
 def noise_batch(input_ids: Any, labels: Any, mask_id: int, eps: float, schedule: str, low: float, high: float,
                 generator: Any = None, t: Any = None, position_ids: Any = None) -> Noised:

@@ -73,8 +73,10 @@ def generate(model: Any, prompt_ids: list[list[int]], mask_id: int, options: Sam
         for b in range(n_blocks):
             start, end = width + b * block, min(width + (b + 1) * block, total)
             for k in commits_per_step(end - start, steps_per_block):
-                with torch.inference_mode():
-                    logits = aligned_logits(forward(model, x, attention, positions), options.shift_logits).float()
+                with torch.inference_mode():  # the head on the answer's columns only (and the one before, shifted)
+                    last = options.gen_length + (1 if options.shift_logits else 0)
+                    logits = aligned_logits(forward(model, x, attention, positions, last=last), options.shift_logits)
+                    logits = logits[:, -options.gen_length:].float()
                 if options.temperature > 0:
                     noise = torch.rand(logits.shape, generator=generator).to(device).clamp(min=1e-10)
                     chosen = (logits / options.temperature - torch.log(-torch.log(noise))).argmax(-1)
@@ -84,13 +86,14 @@ def generate(model: Any, prompt_ids: list[list[int]], mask_id: int, options: Sam
                     confidence = torch.rand(chosen.shape, generator=generator).to(device)
                 else:
                     confidence = torch.softmax(logits, -1).gather(-1, chosen[..., None]).squeeze(-1)
-                in_block = torch.zeros_like(x, dtype=torch.bool)
-                in_block[:, start:end] = True
-                candidates = (x == mask_id) & in_block
+                answer = x[:, width:]
+                in_block = torch.zeros_like(answer, dtype=torch.bool)
+                in_block[:, start - width:end - width] = True
+                candidates = (answer == mask_id) & in_block
                 confidence = confidence.masked_fill(~candidates, -1.0)
                 top = confidence.topk(k, dim=-1).indices
                 commit = torch.zeros_like(candidates).scatter(1, top, True) & candidates
-                x = torch.where(commit, chosen, x)
+                x[:, width:] = torch.where(commit, chosen, answer)
                 if trace is not None:
                     trace.committed.append(int(commit.sum(-1).max()))
                     trace.masks_left.append(int((x[:, width:] == mask_id).sum()))

@@ -55,9 +55,24 @@ def fill_with_eos(inputs: dict[str, Any], eos_id: int) -> dict[str, Any]:
             "labels": torch.where(fill, eos_id, labels), "attention_mask": (real | fill).long()}
 
 
+def first_trained_column(labels: Any, shift: bool) -> int:
+    """The first column whose logits the loss needs: the first noisable one (one earlier with ``shift``);
+    0 when nothing is noisable or the text is trained from its start (pretraining, packed rows)."""
+    from ft_diffusion.noise import IGNORE_INDEX
+
+    columns = (labels != IGNORE_INDEX).any(0)
+    if not bool(columns.any()):
+        return 0
+    return max(int(columns.int().argmax()) - (1 if shift else 0), 0)
+
+
 def diffusion_step(model: Any, inputs: dict[str, Any], settings: Settings, generator: Any = None,
                    t: Any = None) -> tuple[Any, Any, dict[str, Any]]:
-    """Noise a batch, run the model with diffusion attention, return (loss, logits, stats)."""
+    """Noise a batch, run the model with diffusion attention, return (loss, logits, stats).
+
+    The head runs on the columns from :func:`first_trained_column` on (a prompt's columns are never
+    predicted: SFT keeps it clean), so ``logits`` covers those last columns; the loss is the same as with
+    every column's logits."""
     from ft_diffusion.attention import forward
     from ft_diffusion.noise import diffusion_loss, noise_batch
 
@@ -67,9 +82,11 @@ def diffusion_step(model: Any, inputs: dict[str, Any], settings: Settings, gener
     position_ids = inputs.get("position_ids")
     noised = noise_batch(input_ids, labels, settings.mask_id, settings.eps, settings.schedule, settings.low,
                          settings.high, generator=generator, t=t, position_ids=position_ids)
-    logits = forward(model, noised.input_ids, inputs.get("attention_mask"), position_ids, settings.causal)
-    loss, stats = diffusion_loss(logits, input_ids, noised, settings.shift, settings.importance_weighting,
-                                 settings.normalization)
+    first = first_trained_column(labels, settings.shift)
+    logits = forward(model, noised.input_ids, inputs.get("attention_mask"), position_ids, settings.causal,
+                     last=input_ids.shape[1] - first)
+    loss, stats = diffusion_loss(logits, input_ids[:, first:], noised.columns_from(first), settings.shift,
+                                 settings.importance_weighting, settings.normalization)
     return loss, logits, stats
 
 

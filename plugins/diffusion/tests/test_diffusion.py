@@ -128,6 +128,48 @@ def test_the_loss_equals_the_formula_on_fixed_tensors(shift, normalization, weig
     assert int(stats["masked"]) == int(masked.sum()) - (int(masked[:, 0].sum()) if shift else 0)
 
 
+def every_column(model):
+    """The same model behind a forward without ``logits_to_keep``: the head runs on every column."""
+    import torch
+
+    class EveryColumn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    return EveryColumn().train(model.training)
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_the_head_on_answer_columns_only_gives_the_loss_and_answers_of_every_column(tiny, shift):
+    """Training and sampling compute the vocabulary head on the answer's columns only (SFT keeps the
+    prompt clean); that is a speed-up, never a change: same loss, same committed tokens."""
+    import torch
+
+    from ft_diffusion.sampler import SamplerOptions, generate
+    from ft_diffusion.trainer import Settings, diffusion_step, first_trained_column
+
+    ids = torch.tensor([[5, 17, 23, 42, 8, 99, 13, 61, 0], [7, 19, 31, 44, 9, 98, 11, 0, 0]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:8], labels[1, 5:7] = ids[0, 4:8], ids[1, 5:7]
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": (ids != 0).long()}
+    assert first_trained_column(labels, shift) == (3 if shift else 4)
+    settings = Settings(3, 1e-3, "linear", 0.0, 1.0, shift, True, "noisable_tokens", False, 2)
+    with torch.no_grad():
+        kept, kept_logits, kept_stats = diffusion_step(tiny, batch, settings, torch.Generator().manual_seed(1))
+        every, every_logits, every_stats = diffusion_step(every_column(tiny), batch, settings,
+                                                          torch.Generator().manual_seed(1))
+    assert kept_logits.shape[1] == ids.shape[1] - first_trained_column(labels, shift)
+    torch.testing.assert_close(kept, every, atol=1e-6, rtol=1e-6)
+    assert {k: int(v) for k, v in kept_stats.items()} == {k: int(v) for k, v in every_stats.items()}
+    options = SamplerOptions(gen_length=6, steps=3, block_length=6, temperature=0.7, shift_logits=shift, seed=4)
+    prompts = [[5, 17, 23], [8, 99]]
+    assert generate(tiny, prompts, 3, options, 0) == generate(every_column(tiny), prompts, 3, options, 0)
+
+
 # -- generation --------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._harness import (add_common_args, add_device_args, child_env, load_average, print_table, record,  # noqa: E402
                             require_device, run_timed, versions)
 
+#: The answer's format alone: comma-separated numbers and nothing else (the regex_format reward's pattern).
+NUMBERS_ONLY = "[0-9]+(, [0-9]+)*"
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +36,10 @@ def main() -> int:
     parser.add_argument("--prompts-per-step", type=int, default=2, help="prompts (groups) per step (default 2)")
     parser.add_argument("--completion-tokens", type=int, default=24, help="max completion length (default 24)")
     parser.add_argument("--heldout", type=int, default=64, help="held-out prompts (default 64)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature in training (default 1.0)")
+    parser.add_argument("--format-weight", type=float, default=0.0,
+                        help="weight of a second reward, regex_format: 1 when the completion is only the comma-separated "
+                             "numbers (default 0: sort_partial alone)")
     args = parser.parse_args()
     require_device(args.device)
     env = child_env(args.device, threads=args.threads)
@@ -40,7 +47,12 @@ def main() -> int:
     settings = [f"trainer.max_steps={args.steps}", f"optim.lr={args.lr}", f"method.num_generations={args.generations}",
                 f"trainer.micro_batch_size={args.generations * args.prompts_per_step}",
                 f"method.max_completion_length={args.completion_tokens}", f"data.task.eval_rows={args.heldout}",
-                "trainer.logging_steps=5", "method.log_completions_every=20"]
+                f"method.temperature={args.temperature}", "trainer.logging_steps=5", "method.log_completions_every=20"]
+    rewards = "sort_partial"
+    if args.format_weight:
+        rewards = f"sort_partial + {args.format_weight} x regex_format(numbers only)"
+        settings.append("method.rewards=[{name:sort_partial,weight:1.0},{name:regex_format,weight:%s,"
+                        "args:{pattern:'%s'}}]" % (args.format_weight, NUMBERS_ONLY))
     with tempfile.TemporaryDirectory(prefix="ft-bench-grpo-") as scratch:
         root = Path(scratch)
         command = [sys.executable, "-m", "ft.cli", "run", "+method=grpo", "+adapter=lora", *settings,
@@ -66,7 +78,8 @@ def main() -> int:
     ]
     record("grpo", args, {"steps": args.steps, "lr": args.lr, "num_generations": args.generations,
                           "prompts_per_step": args.prompts_per_step, "max_completion_length": args.completion_tokens,
-                          "heldout_prompts": args.heldout, "reward": "sort_partial", "adapter": "lora"},
+                          "heldout_prompts": args.heldout, "reward": rewards, "temperature": args.temperature,
+                          "adapter": "lora"},
            summaries, "before", headline, load_before, {"ft": versions()}, device=args.device)
     return 0
 

@@ -40,6 +40,10 @@ def main() -> int:
     parser.add_argument("--format-weight", type=float, default=0.0,
                         help="weight of a second reward, regex_format: 1 when the completion is only the comma-separated "
                              "numbers (default 0: sort_partial alone)")
+    parser.add_argument("--warm-start-steps", type=int, default=0,
+                        help="first fine-tune SmolLM2 on the default task's answers for this many SFT steps (full "
+                             "fine-tune, the embedded default's settings), then run GRPO from that model; its time "
+                             "counts in the wall time (default 0: GRPO from SmolLM2 itself)")
     args = parser.parse_args()
     require_device(args.device)
     env = child_env(args.device, threads=args.threads)
@@ -53,12 +57,23 @@ def main() -> int:
         rewards = f"sort_partial + {args.format_weight} x regex_format(numbers only)"
         settings.append("method.rewards=[{name:sort_partial,weight:1.0},{name:regex_format,weight:%s,"
                         "args:{pattern:'%s'}}]" % (args.format_weight, NUMBERS_ONLY))
+    warm: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ft-bench-grpo-") as scratch:
         root = Path(scratch)
+        if args.warm_start_steps:
+            sft = [f"trainer.max_steps={args.warm_start_steps}", f"data.task.eval_rows={args.heldout}"]
+            print(f"  ft run {' '.join(sft)}   (SFT warm start)", flush=True)
+            warm_timed = run_timed([sys.executable, "-m", "ft.cli", "run", *sft, f"run.root={root}", "run.name=sft"],
+                                   env=env)
+            sft_summary = json.loads((root / "sft" / "summary.json").read_text())
+            warm = {"wall_s": warm_timed["wall_s"], "exact_match_base": sft_summary["task_accuracy_before"],
+                    "exact_match_sft": sft_summary["task_accuracy_after"]}
+            settings.append(f"model.name_or_path={root / 'sft' / 'model'}")
         command = [sys.executable, "-m", "ft.cli", "run", "+method=grpo", "+adapter=lora", *settings,
                    f"run.root={root}", "run.name=grpo"]
         print(f"  ft run +method=grpo +adapter=lora {' '.join(settings)}", flush=True)
         timed = run_timed(command, env=env)
+        timed["wall_s"] += warm.get("wall_s", 0.0)
         summary = json.loads((root / "grpo" / "summary.json").read_text())
     sides = {
         "before": {"heldout_reward": summary["heldout_reward_before"], "exact_match": summary["heldout_exact_match_before"]},
@@ -74,12 +89,17 @@ def main() -> int:
         ("held-out exact match, before -> after", f"{sides['before']['exact_match']:.3f} -> {sides['after']['exact_match']:.3f} "
                                                     f"({gain:+.3f}; target +0.15)"),
         ("held-out mean reward, before -> after", f"{sides['before']['heldout_reward']:.3f} -> {sides['after']['heldout_reward']:.3f}"),
-        ("wall time of the whole run (steps)", f"{timed['wall_s'] / 60:.1f} min ({args.steps} steps)"),
+        ("wall time of the whole run (steps)", f"{timed['wall_s'] / 60:.1f} min ({args.steps} steps"
+                                               + (f" after {args.warm_start_steps} SFT steps)" if warm else ")")),
     ]
+    if warm:
+        print(f"  SFT warm start: {args.warm_start_steps} steps in {warm['wall_s'] / 60:.1f} min, default-task exact "
+              f"match of SmolLM2 {warm['exact_match_base']:.3f} -> {warm['exact_match_sft']:.3f} after SFT; GRPO's "
+              f"'before' is the warm-started model", flush=True)
     record("grpo", args, {"steps": args.steps, "lr": args.lr, "num_generations": args.generations,
                           "prompts_per_step": args.prompts_per_step, "max_completion_length": args.completion_tokens,
                           "heldout_prompts": args.heldout, "reward": rewards, "temperature": args.temperature,
-                          "adapter": "lora"},
+                          "adapter": "lora", "warm_start_sft_steps": args.warm_start_steps, "warm_start": warm},
            summaries, "before", headline, load_before, {"ft": versions()}, device=args.device)
     return 0
 

@@ -67,14 +67,14 @@ def generate(model: Any, prompt_ids: list[list[int]], mask_id: int, options: Sam
     block = max(1, min(options.block_length, options.gen_length))
     n_blocks = -(-options.gen_length // block)
     steps_per_block = max(1, options.steps // n_blocks)
+    last = options.gen_length + (1 if options.shift_logits else 0)  # the head on the answer's columns (and the one before, shifted)
     was_training = model.training
     model.eval()
     try:
         for b in range(n_blocks):
             start, end = width + b * block, min(width + (b + 1) * block, total)
             for k in commits_per_step(end - start, steps_per_block):
-                with torch.inference_mode():  # the head on the answer's columns only (and the one before, shifted)
-                    last = options.gen_length + (1 if options.shift_logits else 0)
+                with torch.inference_mode():
                     logits = aligned_logits(forward(model, x, attention, positions, last=last), options.shift_logits)
                     logits = logits[:, -options.gen_length:].float()
                 if options.temperature > 0:

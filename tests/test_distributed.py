@@ -145,6 +145,26 @@ def test_an_environment_only_launcher_works_like_torchrun(one_process_run, tiny_
     assert_same_run(one_process_run, only_run(root), start=tiny_model_dir)
 
 
+def test_accelerate_launch_starts_the_ranks_and_ft_starts_none(one_process_run, tiny_model_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m ft run ...` (accelerate's torchrun path; on a CPU
+    machine its ranks take gloo) trains like one process and writes one run."""
+    import os
+    from pathlib import Path
+
+    data, root = write_chat_rows(tmp_path / "chat.jsonl", n=32), tmp_path / "runs"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "ft", *tiny_job_args(tiny_model_dir, data, root, "trainer.micro_batch_size=2")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **distributed_env(tmp_path)}
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "starting 2 processes" not in result.stderr  # accelerate started them
+    run = only_run(root)
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2 and (run / "ft.rank1.log").is_file()
+    assert_same_run(one_process_run, run, start=tiny_model_dir)
+
+
 FAKE_SRUN = r'''#!/bin/bash
 # srun stand-in: run the command once per node, side by side, with SLURM_NODEID set; fail if any fails.
 while [[ "$1" == --* ]]; do shift; done

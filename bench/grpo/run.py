@@ -37,6 +37,12 @@ def main() -> int:
     parser.add_argument("--completion-tokens", type=int, default=24, help="max completion length (default 24)")
     parser.add_argument("--heldout", type=int, default=64, help="held-out prompts (default 64)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature in training (default 1.0)")
+    parser.add_argument("--lora-dropout", type=float, default=0.05,
+                        help="LoRA dropout (default 0.05, the adapter's own default; 0 also makes sampling cheaper)")
+    parser.add_argument("--instruction", default="",
+                        help="data.instruction: a line added after every prompt, e.g. the answer's format (default: none)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other ft override for the GRPO run, e.g. method.epsilon_high=0.28 (repeatable)")
     parser.add_argument("--format-weight", type=float, default=0.0,
                         help="weight of a second reward, regex_format: 1 when the completion is only the comma-separated "
                              "numbers (default 0: sort_partial alone)")
@@ -51,7 +57,10 @@ def main() -> int:
     settings = [f"trainer.max_steps={args.steps}", f"optim.lr={args.lr}", f"method.num_generations={args.generations}",
                 f"trainer.micro_batch_size={args.generations * args.prompts_per_step}",
                 f"method.max_completion_length={args.completion_tokens}", f"data.task.eval_rows={args.heldout}",
-                f"method.temperature={args.temperature}", "trainer.logging_steps=5", "method.log_completions_every=20"]
+                f"method.temperature={args.temperature}", f"adapter.dropout={args.lora_dropout}", "trainer.logging_steps=5", "method.log_completions_every=20"]
+    settings += args.extra
+    if args.instruction:
+        settings.append(f"data.instruction='{args.instruction}'")
     rewards = "sort_partial"
     if args.format_weight:
         rewards = f"sort_partial + {args.format_weight} x regex_format(numbers only)"
@@ -99,7 +108,7 @@ def main() -> int:
     record("grpo", args, {"steps": args.steps, "lr": args.lr, "num_generations": args.generations,
                           "prompts_per_step": args.prompts_per_step, "max_completion_length": args.completion_tokens,
                           "heldout_prompts": args.heldout, "reward": rewards, "temperature": args.temperature,
-                          "adapter": "lora", "warm_start_sft_steps": args.warm_start_steps, "warm_start": warm},
+                          "adapter": "lora", "lora_dropout": args.lora_dropout, "instruction": args.instruction, "overrides": args.extra, "warm_start_sft_steps": args.warm_start_steps, "warm_start": warm},
            summaries, "before", headline, load_before, {"ft": versions()}, device=args.device)
     return 0
 

@@ -31,8 +31,31 @@ def detect_format(row: dict[str, Any], prompt_field: str) -> str:
                     "(text or chat messages), GSM8K's question/answer, or ft's messages rows; set data.format")
 
 
-def normalise(row: dict[str, Any], fmt: str, prompt_field: str, system_prompt: str | None) -> dict[str, Any]:
-    """One row in TRL's shape: ``prompt`` plus the other columns (``answer``...)."""
+def with_instruction(prompt: Any, instruction: str | None) -> Any:
+    """``prompt`` with ``instruction`` on a new line after it: after the last user turn of chat messages, or
+    after plain text. RL can only reward what the model ever says, so a prompt that states the answer's
+    format makes answers in that format appear among the samples (SFT learns the format from the answers)."""
+    if not instruction:
+        return prompt
+    if isinstance(prompt, str):
+        return f"{prompt}\n{instruction}"
+    users = [i for i, m in enumerate(prompt) if m.get("role") == "user"]
+    if not users:
+        raise DataError("data.instruction needs a user turn in every chat prompt")
+    last = users[-1]
+    turn = {**prompt[last], "content": f"{prompt[last].get('content') or ''}\n{instruction}"}
+    return [*prompt[:last], turn, *prompt[last + 1:]]
+
+
+def normalise(row: dict[str, Any], fmt: str, prompt_field: str, system_prompt: str | None,
+              instruction: str | None = None) -> dict[str, Any]:
+    """One row in TRL's shape: ``prompt`` (with ``instruction`` after its last user turn) plus the other
+    columns (``answer``...)."""
+    converted = _convert(row, fmt, prompt_field, system_prompt)
+    return {**converted, "prompt": with_instruction(converted["prompt"], instruction)}
+
+
+def _convert(row: dict[str, Any], fmt: str, prompt_field: str, system_prompt: str | None) -> dict[str, Any]:
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     if fmt == "gsm8k":
         question, answer = row.get("question"), row.get("answer")
@@ -99,7 +122,7 @@ def load_rows(data: dict[str, Any], seed: int) -> tuple[list[dict[str, Any]], li
         out = []
         for index, row in enumerate(rows):
             try:
-                out.append(normalise(row, fmt, data["prompt_field"], data.get("system_prompt")))
+                out.append(normalise(row, fmt, data["prompt_field"], data.get("system_prompt"), data.get("instruction")))
             except DataError as exc:
                 raise DataError(f"{where} row {index + 1}: {exc}") from None
         return out

@@ -66,6 +66,7 @@ class PromptsDataConfig:
     format: Literal["auto", "plain", "chat", "gsm8k", "default_task"] = "auto"
     prompt_field: str = "prompt"
     system_prompt: str | None = None
+    instruction: str | None = None
     val_path: str | None = path_field()
     val_size: float = bounded(32, ge=0)
     max_rows: int | None = bounded(None, ge=1)

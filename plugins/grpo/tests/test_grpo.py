@@ -30,8 +30,14 @@ def test_library_rewards_score_as_documented():
     gsm = ["Natalia sold 48/2 = 24 clips.\n#### 72", "#### 1,200"]
     assert numeric_match([None] * 3, ["so 72 in all", "The answer is #### 72", "1200"], answer=[gsm[0], gsm[0], gsm[1]]) == [1.0, 1.0, 1.0]
     assert numeric_match([None], ["71"], answer=[gsm[0]]) == [0.0]
-    assert sort_partial([None] * 4, ["7, 19, 42", "7, 42, 19", "19, 7, 42, 1", "no"], answer=["7, 19, 42"] * 4) == [
-        1.0, 0.5 * 1 / 3, 0.5 * 1 / 4, 0.0]
+    # exact; all right, 2 of 3 pairs ascending; 3 right of 4 written, 2 of 3 pairs ascending; the sorted list in a
+    # sentence (halved); out of order in a sentence; a sorted part (1 of 3 pairs); a lone number; a repeat;
+    # counting up; nothing
+    said = ["7, 19, 42", "7, 42, 19", "19, 7, 42, 1", "The sorted list: 7, 19, 42.", "Sorted: 42, 7, 19", "7, 19", "7",
+            "7, 7, 19, 42", "1, 2, 3", "no"]
+    assert sort_partial([None] * len(said), said, answer=["7, 19, 42"] * len(said)) == pytest.approx(
+        [1.0, 0.5 * 2 / 3, 0.5 * 2 / 3 * 3 / 4, 0.25, 0.25 * 1 / 3, 0.5 * 1 / 3, 0.0, 0.5 * 3 / 4, 0.0, 0.0])
+    assert sort_partial([None] * 2, ["5", "The answer is 5"], answer=["5"] * 2) == [1.0, 0.25]
     assert regex_format([None] * 2, ["<a>1</a>", "1"], pattern=r"<a>\d+</a>") == [1.0, 0.0]
     assert length_penalty([None] * 2, ["", ""], completion_ids=[[1] * 4, [1] * 12], target=8) == [0.0, -0.5]
 
@@ -47,6 +53,23 @@ def test_prompt_formats_become_trl_rows_with_their_columns():
     assert normalise(task, detect_format(task, "prompt"), "prompt", None) == {
         "prompt": [{"role": "user", "content": "Sort: 3, 1"}], "answer": "1, 3", "id": 7}
     assert normalise({"q": "hi", "ref": "x"}, "plain", "q", None) == {"prompt": "hi", "ref": "x"}
+
+
+def test_an_instruction_goes_on_a_new_line_after_the_last_user_turn():
+    from ft.api import DataError
+    from ft_grpo.data import normalise
+
+    task = {"messages": [{"role": "user", "content": "Sort: 3, 1"}, {"role": "assistant", "content": "1, 3"}]}
+    assert normalise(task, "default_task", "prompt", "Be brief.", "Numbers only.") == {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sort: 3, 1\nNumbers only."}],
+        "answer": "1, 3"}
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    assert normalise({"prompt": turns}, "chat", "prompt", None, "Be short.")["prompt"] == [
+        *turns[:2], {"role": "user", "content": "c\nBe short."}]
+    assert normalise({"prompt": turns}, "chat", "prompt", None, None)["prompt"] == turns  # the row is not changed
+    assert normalise({"prompt": "Translate: chat"}, "plain", "prompt", None, "French.") == {"prompt": "Translate: chat\nFrench."}
+    with pytest.raises(DataError, match="data.instruction needs a user turn"):
+        normalise({"prompt": [{"role": "system", "content": "x"}]}, "chat", "prompt", None, "Numbers only.")
 
 
 # -- rewards as an ecosystem -----------------------------------------------------------------------------

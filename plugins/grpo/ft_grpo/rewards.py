@@ -16,7 +16,6 @@ import importlib
 import math
 import re
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,20 +85,11 @@ def _numbers(value: str) -> list[int]:
     return [int(n) for n in re.findall(r"-?\d+", value)]
 
 
-#: A completion that is only a list of numbers (commas, spaces, an optional final full stop).
-_BARE_LIST = re.compile(r"\s*-?\d+(?:\s*,\s*-?\d+)*\s*\.?\s*")
-
-
 def sort_partial(prompts: list[Any], completions: list[Any], column: str = "answer", **kwargs: Any) -> list[float]:
-    """The default task's partial credit: 1.0 for exactly the sorted list; otherwise at most 0.5:
-    0.5 x order x extra x format, where order is the share of the expected list's pairs that the completion
-    writes in ascending order (its right numbers, each counted as often as the answer has it), extra
-    shrinks it by the numbers written beyond the answer's count, and format halves it when words surround
-    the numbers.
+    """The default task's partial credit: the fraction of positions holding the right number, over the longer
+    of the answer and the expected list, scaled to 0.5 unless the answer is exactly right (then 1.0).
 
-    Each step towards the answer pays: writing the prompt's numbers, putting more of them in order, and
-    answering with the bare list. The factors multiply, so the format alone earns nothing, and neither do
-    a lone number, invented or repeated numbers, or counting up ("1, 2, 3, 4")."""
+    A model that echoes the list or leaves out a number earns a little; only the exact list earns 1."""
     scores = []
     for completion, reference in zip(completions, kwargs[column]):
         said, expected = text(completion), str(reference)
@@ -107,19 +97,8 @@ def sort_partial(prompts: list[Any], completions: list[Any], column: str = "answ
             scores.append(1.0)
             continue
         got, want = _numbers(said), _numbers(expected)
-        left, right = Counter(want), []
-        for number in got:
-            if left[number] > 0:
-                left[number] -= 1
-                right.append(number)
-        pairs = len(want) * (len(want) - 1) // 2
-        if pairs:
-            order = sum(a <= b for i, a in enumerate(right) for b in right[i + 1:]) / pairs
-        else:
-            order = float(bool(right))
-        extra = len(want) / max(len(got), len(want), 1)
-        bare = 1.0 if _BARE_LIST.fullmatch(said) else 0.5
-        scores.append(0.5 * order * extra * bare)
+        hits = sum(a == b for a, b in zip(got, want))
+        scores.append(0.5 * hits / max(len(got), len(want), 1))
     return scores
 
 

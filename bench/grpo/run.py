@@ -57,10 +57,12 @@ def main() -> int:
     settings = [f"trainer.max_steps={args.steps}", f"optim.lr={args.lr}", f"method.num_generations={args.generations}",
                 f"trainer.micro_batch_size={args.generations * args.prompts_per_step}",
                 f"method.max_completion_length={args.completion_tokens}", f"data.task.eval_rows={args.heldout}",
-                f"method.temperature={args.temperature}", f"adapter.dropout={args.lora_dropout}", "trainer.logging_steps=5", "method.log_completions_every=20"]
+                f"method.temperature={args.temperature}", f"adapter.dropout={args.lora_dropout}",
+                "trainer.logging_steps=5", "method.log_completions_every=20"]
     settings += args.extra
     if args.instruction:
-        settings.append(f"data.instruction='{args.instruction}'")
+        quoted = args.instruction.replace("'", "\\'")
+        settings.append(f"data.instruction='{quoted}'")  # Hydra's quoted string: commas and spaces stay text
     rewards = "sort_partial"
     if args.format_weight:
         rewards = f"sort_partial + {args.format_weight} x regex_format(numbers only)"
@@ -108,7 +110,8 @@ def main() -> int:
     record("grpo", args, {"steps": args.steps, "lr": args.lr, "num_generations": args.generations,
                           "prompts_per_step": args.prompts_per_step, "max_completion_length": args.completion_tokens,
                           "heldout_prompts": args.heldout, "reward": rewards, "temperature": args.temperature,
-                          "adapter": "lora", "lora_dropout": args.lora_dropout, "instruction": args.instruction, "overrides": args.extra, "warm_start_sft_steps": args.warm_start_steps, "warm_start": warm},
+                          "adapter": "lora", "lora_dropout": args.lora_dropout, "instruction": args.instruction,
+                          "overrides": args.extra, "warm_start_sft_steps": args.warm_start_steps, "warm_start": warm},
            summaries, "before", headline, load_before, {"ft": versions()}, device=args.device)
     return 0
 

@@ -188,6 +188,8 @@ def base_training_args(ctx: RunContext) -> dict[str, Any]:
     }
     if ranks_are_cpu_processes(ctx.ranks):
         args["use_cpu"] = True  # several CPU processes: DDP over gloo (accelerate needs to be told)
+    elif trainer.precision == "bf16" and not _has_any_accelerator():
+        args["use_cpu"] = True  # bf16 autocast on the CPU: transformers refuses bf16 without a GPU unless told
     dist = getattr(cfg, "dist", None)
     if dist is not None:
         args["ddp_timeout"] = int(dist.timeout_minutes * 60)
@@ -208,3 +210,11 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _has_any_accelerator() -> bool:
+    """A CUDA, Apple (MPS) or Intel (XPU) device: transformers trains there unless ``use_cpu`` is set."""
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())

@@ -86,6 +86,25 @@ def test_sft_run_loss_falls_and_run_folder_is_complete(tiny_model_dir, chat_file
     assert_model_card(run, chat_file, library="transformers")
 
 
+def test_bf16_without_a_gpu_trains_under_cpu_autocast(tiny_model_dir, chat_file, tmp_path):
+    """trainer.precision=bf16 on a machine without a GPU: bf16 autocast on the CPU (transformers alone refuses
+    it), so the losses move off fp32's by bf16 rounding only, and the saved weights stay fp32."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        args = tiny_run_args(tiny_model_dir, chat_file, tmp_path, precision, steps=4)
+        assert main(["run", *args, f"trainer.precision={precision}", "trainer.logging_steps=1"]) == 0
+        rows = map(json.loads, (tmp_path / precision / "metrics.jsonl").read_text().splitlines())
+        losses[precision] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses["bf16"]) == len(losses["fp32"]) == 4
+    assert losses["bf16"] != losses["fp32"]  # autocast really ran in bf16
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "bf16" / "model" / "model.safetensors"), "pt") as weights:
+        assert {str(weights.get_tensor(k).dtype) for k in weights.keys()} == {"torch.float32"}
+
+
 def assert_model_card(run: Path, data_file: Path, library: str, folder: str = "model") -> None:
     """The saved model's README.md is a Hugging Face model card that says how the model was made."""
     import hashlib

@@ -261,6 +261,14 @@ def _main(argv: list[str]) -> int:
     return int(spec.run(parsed) or 0)
 
 
+def entry() -> None:
+    """The ``ft`` executable and ``python -m ft``: :func:`main`, then the process ends the way a rank must
+    (:func:`ft.distributed.exit_process`). In-process callers (tests, scripts) use :func:`main`."""
+    from ft.distributed import exit_process
+
+    exit_process(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; user mistakes become one line on stderr and exit code 2."""
     import logging
@@ -275,12 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        code = _main(list(sys.argv[1:] if argv is None else argv))
-        if code == 0:
-            from ft.distributed import leave_process_group
-
-            leave_process_group()
-        return code
+        return _main(list(sys.argv[1:] if argv is None else argv))
     except FtUserError as exc:
         print(f"ft: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -10,12 +10,13 @@ would train alone as "process zero".
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,29 @@ def init_process_group(ranks: Ranks, timeout_minutes: float | None = None) -> No
     PartialState(cpu=ranks_are_cpu_processes(ranks), **extra)
 
 
-def leave_process_group() -> None:
-    """Destroy the process group once a rank's command succeeded, as torch asks of every trainer process.
+def exit_process(code: int) -> NoReturn:
+    """End this process with ``code``; a rank of a process group ends without native teardown.
 
-    Left to interpreter exit, gloo's worker threads can outlive Python and abort the process
-    ("terminate called without an active exception") after the run finished well. Only on success:
-    after a failure the other ranks may still wait in a collective."""
-    if "torch" not in sys.modules:  # a command that never touched torch joined no group
-        return
-    import torch.distributed as dist
+    Destroying the group does not stop gloo's threads (they live until the group's last reference goes),
+    so they run into interpreter shutdown: a worker freeing a finished collective needs the GIL then, and
+    either aborts the process ("terminate called without an active exception", SIGABRT) or deadlocks the
+    shutdown, after a run that finished well. So a rank that succeeded first waits for every rank (no peer
+    is then inside a collective when its connections close), then runs Python's exit handlers (logging,
+    trackers, temporary folders), flushes its output and leaves with ``os._exit``: nothing native is torn
+    down while threads still run. Without a process group this is a plain ``sys.exit``.
+    """
+    if "torch" in sys.modules:  # a command that never touched torch joined no group
+        import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            if code == 0:  # after a failure the launcher stops the others: nobody would come to the barrier
+                dist.barrier()
+            atexit._run_exitfuncs()  # what interpreter exit would run, without the native part
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+    sys.exit(code)
 
 
 def broadcast_from_main(value: Any, ranks: Ranks) -> Any:

@@ -173,18 +173,36 @@ def launch(cfg: Any, arguments: list[str], p_flags: list[str]) -> Path | None:
 def _failure(exc: Any, launch_dir: Path) -> LaunchFailed:
     """The one line a failed launch ends with, and the run folder marked failed."""
     record = first_failure(launch_dir)
-    if record is None:  # killed without a word (a signal, out of memory, a crash at exit)
+    silent = record is None
+    if silent:  # killed without a word (a signal, out of memory, a crash at exit)
         # The first to end is the cause; the launcher's SIGTERM to the others is recorded after it.
         rank, failure = min(exc.failures.items(), key=lambda item: item[1].timestamp)
         record = {"rank": rank, "exit_code": 1,
                   "error": f"exited with code {failure.exitcode}" + (f" ({failure.signal_name()})" if failure.exitcode < 0 else "")}
     logs = sorted(launch_dir.glob(f"logs/**/{record['rank']}/*.log")) if record["rank"] else []
+    said = last_words(logs[0].parent / "stderr.log") if logs and silent else ""
     where = f" (its output: {logs[0].parent})" if logs else ""
-    message = f"rank {record['rank']} failed: {record['error']}{where}"
+    message = f"rank {record['rank']} failed: {record['error']}{f'; its last line: {said}' if said else ''}{where}"
     marker = launch_dir / "run_dir"
     if marker.is_file():
         mark_failed(Path(marker.read_text()), message)
     return LaunchFailed(message, int(record.get("exit_code") or 1))
+
+
+def last_words(stderr_log: Path, limit: int = 200) -> str:
+    """The last line a rank wrote to stderr before it died without a recorded error (a signal, a crash in
+    C++ at exit: "terminate called ..."), so the failure line says why without opening the log."""
+    try:
+        text = stderr_log.read_text(errors="replace")
+    except OSError:
+        return ""
+    # progress bars redraw with carriage returns: a line's last redraw is what was on screen
+    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last if len(last) <= limit else last[: limit - 3] + "..."
 
 
 def mark_failed(run_dir: Path, message: str) -> None:

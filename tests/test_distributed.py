@@ -257,7 +257,7 @@ print(f"{clean} of {trials} clean")
 
 def test_ranks_that_finish_together_all_exit_cleanly(tmp_path):
     """Ending the interpreter normally after gloo collectives deadlocked or aborted some ranks (a gloo worker
-    thread freeing a finished collective needs the GIL during shutdown): 7 % of such trials hung before
+    thread freeing a finished collective needs the GIL during shutdown): 7-11 % of such trials hung before
     ft.distributed.exit_process. Every trial must end with both ranks exiting 0."""
     import os
 

@@ -196,9 +196,7 @@ def last_words(stderr_log: Path, limit: int = 200) -> str:
         text = stderr_log.read_text(errors="replace")
     except OSError:
         return ""
-    # progress bars redraw with carriage returns: a line's last redraw is what was on screen
-    lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]  # splits a progress bar's \r redraws too
     if not lines:
         return ""
     last = lines[-1]

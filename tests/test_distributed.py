@@ -211,10 +211,11 @@ def test_the_slurm_example_trains_on_two_nodes(one_process_run, tiny_model_dir, 
 RANKS_THAT_END_AT_ONCE = r'''
 """Fork 2 gloo ranks per trial (torch imported once); each ends right after a burst of collectives through
 ft's exit. Prints one line: how many trials ended with both ranks exiting 0 within the deadline."""
-import os, socket, sys, time
+import os, sys, time
 import torch, torch.distributed as dist
 import torch._dynamo, torch.nn.parallel.distributed  # imported once, before forking
 from ft.distributed import exit_process
+from ft.testing import free_port
 
 
 def rank(rank: int, port: int) -> None:
@@ -229,8 +230,7 @@ def rank(rank: int, port: int) -> None:
 
 clean, trials = 0, int(sys.argv[1])
 for _ in range(trials):
-    probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
-    pids = []
+    port, pids = free_port(), []
     for r in (0, 1):
         pid = os.fork()
         if pid == 0:

@@ -1,5 +1,6 @@
 """ft-grpo on a tiny model: rewards reach TRL with the data's columns, the losses are TRL's formulas,
-zero-spread groups teach nothing, LoRA trains only the adapter, bad configs fail at validate, it learns."""
+zero-spread groups teach nothing, LoRA trains only the adapter, beta > 0 logs KL to a frozen reference, bad
+configs fail at validate, it learns."""
 
 from __future__ import annotations
 
@@ -215,11 +216,16 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
+def low_ids_reward(folder: Path, monkeypatch) -> None:
+    """``lowids:score`` importable from the working directory: the share of the 6 completion tokens below id 60."""
+    (folder / "lowids.py").write_text("def score(prompts, completions, completion_ids, **kw):\n"
+                                      "    return [sum(t < 60 for t in ids) / 6 for ids in completion_ids]\n")
+    monkeypatch.chdir(folder)
+
+
 def test_lora_with_grpo_trains_only_the_adapter(tiny_model_dir, tmp_path, monkeypatch):
     spy = WeightsSpy()
-    (tmp_path / "lowids.py").write_text("def score(prompts, completions, completion_ids, **kw):\n"
-                                        "    return [sum(t < 60 for t in ids) / 6 for ids in completion_ids]\n")
-    monkeypatch.chdir(tmp_path)
+    low_ids_reward(tmp_path, monkeypatch)
     run_lifecycle(tiny_grpo(tiny_model_dir, "+adapter=lora", "method.rewards=[{name: 'lowids:score'}]",
                             "optim.lr=1e-2", "trainer.max_steps=3", "method.eval_before=false"), tmp_path / "run", spy)
     assert spy.trainable and all("lora_" in n for n in spy.trainable)
@@ -243,3 +249,38 @@ def test_a_tiny_model_learns_a_verifiable_reward(tiny_model_dir, tmp_path, monke
     rewards = [r["reward"] for r in records if "reward" in r]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert len(rewards) == 40 and last >= 3 * first and last >= 0.5, (first, last)
+
+
+class ReferenceSpy(WeightsSpy):
+    """Also the reference model's weights before and after (a frozen copy, or None with an adapter)."""
+
+    @hookimpl
+    def post_trainer_create(self, ctx):
+        super().post_trainer_create(ctx)
+        self.trainer = ctx.trainer
+        self.reference = ctx.trainer.ref_model
+        self.reference_before = {} if self.reference is None else {
+            n: p.detach().clone() for n, p in self.reference.named_parameters()}
+
+
+@pytest.mark.parametrize("adapter", [[], ["+adapter=lora"]], ids=["full", "lora"])
+def test_beta_logs_kl_from_zero_against_the_frozen_starting_model(adapter, tiny_model_dir, tmp_path, monkeypatch):
+    """beta > 0: KL to the starting model is in every logged step, exactly 0 before the first update and
+    positive once the policy moved; the reference (a frozen copy, or the base under the adapter) never moves."""
+    spy = ReferenceSpy()
+    low_ids_reward(tmp_path, monkeypatch)
+    run_lifecycle(tiny_grpo(tiny_model_dir, *adapter, "method.beta=0.1", "method.rewards=[{name: 'lowids:score'}]",
+                            "optim.lr=1e-2", "trainer.max_steps=4", "method.eval_before=false"), tmp_path / "run", spy)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    kl = [r["kl"] for r in records if "reward" in r]
+    assert len(kl) == 4 and kl[0] == 0.0 and all(value > 0 for value in kl[1:]), kl
+    if adapter:
+        assert spy.reference is None  # TRL disables the adapter instead of copying the model
+        base = [n for n in spy.before if "lora_" not in n]
+        assert base and all(torch_equal(spy.before[n], spy.after[n]) for n in base)
+    else:
+        assert spy.reference is not None and spy.reference is not spy.trainer.model
+        after = dict(spy.reference.named_parameters())
+        assert all(torch_equal(value, after[n].detach()) for n, value in spy.reference_before.items())
+        assert all(torch_equal(spy.reference_before[n], spy.before[n]) for n in spy.reference_before)
+        assert any(not torch_equal(spy.before[n], spy.after[n]) for n in spy.before)

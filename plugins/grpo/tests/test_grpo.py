@@ -203,10 +203,13 @@ class WeightsSpy:
 def test_groups_with_identical_rewards_have_zero_advantage_and_teach_nothing(tiny_model_dir, tmp_path):
     spy = WeightsSpy()
     run_lifecycle(tiny_grpo(tiny_model_dir, "method.rewards=[{name: regex_format, args: {pattern: '.*'}}]",
-                            "optim.lr=1e-1", "trainer.max_steps=3", "method.eval_before=false"), tmp_path / "run", spy)
+                            "optim.lr=1e-1", "trainer.max_steps=3", "method.eval_before=false",
+                            "method.log_completions_every=1"), tmp_path / "run", spy)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "frac_reward_zero_std" in r]
     assert steps and all(r["frac_reward_zero_std"] == 1.0 and r["reward"] == 1.0 for r in steps)
+    sampled = [json.loads(line) for line in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert sampled and all(r["advantage"] == 0.0 for r in sampled)
     assert all(torch_equal(spy.before[n], spy.after[n]) for n in spy.before), "a zero advantage moved the weights"
 
 

@@ -255,7 +255,7 @@ def test_a_tiny_model_learns_a_verifiable_reward(tiny_model_dir, tmp_path, monke
 
 
 class ReferenceSpy(WeightsSpy):
-    """Also the reference model's weights before and after (a frozen copy, or None with an adapter)."""
+    """Also the trainer's reference model (a frozen copy, or None with an adapter) and its weights at the start."""
 
     @hookimpl
     def post_trainer_create(self, ctx):

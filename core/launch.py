@@ -181,8 +181,9 @@ def _failure(exc: Any, launch_dir: Path) -> LaunchFailed:
                   "error": f"exited with code {failure.exitcode}" + (f" ({failure.signal_name()})" if failure.exitcode < 0 else "")}
     logs = sorted(launch_dir.glob(f"logs/**/{record['rank']}/*.log")) if record["rank"] else []
     said = last_words(logs[0].parent / "stderr.log") if logs and silent else ""
+    last_line = f"; its last line: {said}" if said else ""
     where = f" (its output: {logs[0].parent})" if logs else ""
-    message = f"rank {record['rank']} failed: {record['error']}{f'; its last line: {said}' if said else ''}{where}"
+    message = f"rank {record['rank']} failed: {record['error']}{last_line}{where}"
     marker = launch_dir / "run_dir"
     if marker.is_file():
         mark_failed(Path(marker.read_text()), message)

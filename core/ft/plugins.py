@@ -176,7 +176,7 @@ def _module_dir(module_name: str) -> Path | None:
 
 def kernel_conf_dir() -> Path:
     """The kernel's Hydra config folder (``conf/`` in a checkout, ``ft/conf`` when installed)."""
-    here = Path(__file__).resolve().parent.parent / "conf"
+    here = Path(__file__).resolve().parents[2] / "conf"
     if here.is_dir() and (here / "ft.yaml").is_file():
         return here
     found = _module_dir("ft.conf")

@@ -30,7 +30,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
 SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -235,3 +235,4 @@ def test_the_default_tasks_learning_rate_fits_the_adapter(tiny_model_dir, tmp_pa
 
     ctx = build_context([f"model.name_or_path={tiny_model_dir}", *extra], tmp_path / "run")
     assert ctx.args.learning_rate == (ADAPTER_LR if expected == "adapter" else expected)
+    assert ctx.cfg.optim.lr == ctx.args.learning_rate  # the config hooks, trackers and records read says the same

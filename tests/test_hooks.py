@@ -481,6 +481,11 @@ def says_please(prompts, completions, **columns):
 @hookimpl
 def reward_functions():
     return {"says_please": says_please}
+
+
+@hookimpl
+def config_defaults(choices, config):
+    return {"logger.label": "from-the-plugin"} if choices.get("logger") == "demo" else None
 '''
 
 
@@ -550,6 +555,17 @@ def test_hook_reward_functions(demo_site):
     bad = run_ft(["validate", "+method=grpo", "method.rewards=[{name: says_pleese}]"], site=demo_site)
     assert bad.returncode == 2 and "no such reward function (did you mean 'says_please'?)" in bad.stderr
     assert "exact_match" in bad.stderr and "says_please" in bad.stderr
+
+
+def test_hook_config_defaults(demo_site):
+    """A plugin's default is config: shown and validated like a file's value, below what the user types."""
+    shown = run_ft(["config", "show", "+logger=demo"], site=demo_site)
+    assert shown.returncode == 0, shown.stderr
+    assert "label: from-the-plugin" in shown.stdout
+    typed = run_ft(["config", "show", "+logger=demo", "logger.label=mine"], site=demo_site)
+    assert "label: mine" in typed.stdout and "from-the-plugin" not in typed.stdout
+    refused = run_ft(["validate", "+logger=demo", "logger.label=forbidden"], site=demo_site)
+    assert refused.returncode == 2  # validation sees the user's value over the plugin's
 
 
 def test_hook_validate_config(demo_site):

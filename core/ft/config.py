@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class Composed:
     container: dict[str, Any]  # the resolved config as plain data (config.yaml, ft config show)
     choices: dict[str, str | None]
     overrides: list[str]
+    #: Values the active plugins' ``config_defaults`` set (already in ``cfg`` and ``container``).
+    plugin_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 #: The model option whose name stands for its default ``model.name_or_path``.
@@ -220,23 +223,73 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type] | None = None,
-            registries: dict[str, set[str]] | None = None) -> Composed:
-    """Compose (once) and resolve the config for these normalised overrides, then validate it."""
+#: ``(choices, plain config) -> {dotted key: value}``: the active plugins' ``config_defaults``.
+DefaultsProvider = Callable[[dict[str, "str | None"], dict[str, Any]], dict[str, Any]]
+
+
+def _hydra_compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type],
+                   user_overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
-    all_overrides = [*overrides, searchpath_override(plugins)]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(kernel_conf_dir()), version_base="1.3"):
-            cfg = hydra_compose(PRIMARY_CONFIG, overrides=all_overrides, return_hydra_config=True)
+            return hydra_compose(PRIMARY_CONFIG, overrides=[*overrides, searchpath_override(plugins)],
+                                 return_hydra_config=True)
     except Exception as exc:  # noqa: BLE001 - composition errors are user errors
-        raise ConfigError(_explain_hydra_error(exc, plugins, schemas or {}, overrides)) from exc
+        raise ConfigError(_explain_hydra_error(exc, plugins, schemas, user_overrides)) from exc
     finally:
         GlobalHydra.instance().clear()
+
+
+def override_value(value: Any) -> str:
+    """A Python value written in Hydra's override grammar (``1e-3``, ``true``, ``null``, ``'text'``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"a plugin default of type {type(value).__name__} cannot be written as config: {value!r}")
+
+
+def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str, type] | None = None,
+            registries: dict[str, set[str]] | None = None, defaults_for: DefaultsProvider | None = None) -> Composed:
+    """Compose and resolve the config for these normalised overrides, then validate it.
+
+    ``defaults_for`` gives the active plugins' ``config_defaults`` for the first composition's choices;
+    when it gives any, the config is composed again with them as overrides placed before the user's
+    (so the user's win), and they are kept in :attr:`Composed.plugin_defaults` for the record.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = _hydra_compose(overrides, plugins, schemas or {}, overrides)
+    choices = _choices(cfg, overrides, plugins)
+    plugin_defaults: dict[str, Any] = {}
+    if defaults_for is not None:
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.pop("hydra", None)
+        plugin_defaults = defaults_for(choices, plain)
+        if plugin_defaults:
+            layer = [f"++{key}={override_value(value)}" for key, value in plugin_defaults.items()]
+            cfg = _hydra_compose([*layer, *overrides], plugins, schemas or {}, overrides)
+    composed = finish(cfg, choices, overrides, plugins, schemas, registries)
+    composed.plugin_defaults = plugin_defaults
+    return composed
+
+
+def _choices(cfg: Any, overrides: list[str], plugins: list[LoadedPlugin]) -> dict[str, str | None]:
+    """The selected option of every group (``None``: none), lists included."""
+    from omegaconf import OmegaConf
+
     options = available_options(plugins)
     choices: dict[str, str | None] = {}
     for group, value in OmegaConf.to_container(cfg.hydra.runtime.choices).items():
@@ -247,7 +300,7 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
             value = None  # the optional per-data preset (experiment: ${data}) that does not exist
         choices[group] = value
     choices.update({g: v for g, v in _list_choices(overrides).items() if g in options})
-    return finish(cfg, choices, overrides, plugins, schemas, registries)
+    return choices
 
 
 def _list_choices(overrides: list[str]) -> dict[str, str]:

@@ -123,15 +123,6 @@ class RunContext:
 
                 logging.getLogger("ft").exception("cleanup %r failed", undo)
 
-    def user_set(self, key: str) -> bool:
-        """Whether the user set config ``key`` (``"optim.lr"``) or a section above it on the command line:
-        an embedded default may then fill in a value of its own only where this is False."""
-        for override in self.overrides:
-            name = override.lstrip("+~").split("=", 1)[0]
-            if name == key or key.startswith(name + "."):
-                return True
-        return False
-
     @property
     def is_main(self) -> bool:
         """True on rank 0, the rank that owns the run folder, logs, plots and the final model."""

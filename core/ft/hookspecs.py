@@ -7,7 +7,8 @@ spec is a load error (with a "did you mean"), and a test rejects a spec without 
 
 Lifecycle of ``ft run`` (rank-aware: every rank runs it; rank 0 alone writes the run folder)::
 
-    compose config once (Hydra) -> validate          config_schemas, validate_config, dataset_formats
+    compose config (Hydra) -> plugin defaults        config_schemas, config_defaults, dataset_formats
+    -> validate                                      validate_config
     load tokenizer                                   load_tokenizer
     load + format data                               prepare_dataset
     training arguments (before the model: ZeRO-3)    training_args, training_args_class
@@ -113,6 +114,21 @@ def config_schemas() -> dict[str, type]:
 
 
 @hookspec
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """Contribute default values that depend on what else is selected (an adapter's learning rate).
+
+    When: while the config is composed, before validation. Receives: the selected option of every
+    group and the composed config as plain data (unvalidated). Returns: ``{"optim.lr": 2e-4}``, dotted
+    keys to values, or ``None``. The kernel composes the config again with these values as a layer
+    above every config file and below the command line: a value the user types wins, and
+    ``config.yaml``, ``run.json`` (``plugin_defaults``), the model card and the trackers all hold the
+    value that trains. Values only, never a group's option. Combine: collected over the active
+    plugins; two plugins giving the same key different values is a plugin error.
+    Must not import torch or other heavy libraries.
+    """
+
+
+@hookspec
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     """Check cross-field rules of the composed config that a schema cannot express.
 
@@ -145,20 +161,6 @@ def dataset_formats() -> dict[str, Any]:
     ``(row, tokenizer, options) -> {"input_ids", "labels"}`` with -100 on masked positions
     (docs/data.md). Combine: collected; the same name from two plugins is an error. Return the
     callables without importing torch.
-    """
-
-
-@hookspec
-def reward_functions() -> dict[str, Any]:
-    """Contribute named reward functions for online RL methods (``method=grpo``'s ``method.rewards``).
-
-    When: at validation (a reward named in the config must be one of them, or a ``module:function``
-    path) and when an RL trainer is built; asked of every installed plugin (``ctx.installed_pm`` at run
-    time), selected or not, so a plugin can exist only to ship rewards. Returns: a dict mapping a
-    name to a callable with TRL's reward signature ``(prompts, completions, completion_ids, **columns)
-    -> list[float | None]``, one score per completion (``None``: does not apply); ``columns`` are the
-    dataset's other columns and the options the config gives the reward (docs/grpo.md). Combine:
-    collected; the same name from two plugins is an error. Return the callables without importing torch.
     """
 
 

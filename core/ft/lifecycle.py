@@ -88,6 +88,7 @@ def write_run_record(run_dir: Path, prepared: Any, world_size: int, resume: bool
         "command": " ".join(["ft", "run", *redact_overrides(composed.overrides)]),
         "overrides": redact_overrides(composed.overrides),
         "choices": composed.choices,
+        "plugin_defaults": composed.plugin_defaults,
         "world_size": world_size,
         "plugins": [
             {"name": p.name, "distribution": p.distribution, "version": p.version,

@@ -427,7 +427,8 @@ def make_plugin_manager(plugins: list[LoadedPlugin], extra_specs: Iterable[Any] 
 
     pm = pluggy.PluginManager("ft")
     pm.add_hookspecs(hookspecs)
-    for source in [*extra_specs, *(p.info.hookspecs for p in plugins if p.info.hookspecs is not None)]:
+    sources = [*extra_specs, *(p.info.hookspecs for p in plugins if p.info.hookspecs is not None)]
+    for source in {id(s): s for s in sources}.values():
         pm.add_hookspecs(source)
     for plugin in plugins:
         if plugin.error:

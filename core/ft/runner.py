@@ -25,6 +25,32 @@ from ft.launch import check_launch_config, run_job
 from ft.plugins import LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits
 
 
+def registry_names(schemas: dict[str, type]) -> set[str]:
+    """The registries (collected hooks) that ``named(registry=...)`` fields of these schemas refer to,
+    nested schemas (``list[DatasetConfig]``) included."""
+    import dataclasses
+    import typing
+
+    names: set[str] = set()
+    pending, seen = list(schemas.values()), set()
+    while pending:
+        schema = pending.pop()
+        if schema in seen:
+            continue
+        seen.add(schema)
+        hints = typing.get_type_hints(schema)
+        for fld in dataclasses.fields(schema):
+            if fld.metadata.get("registry"):
+                names.add(fld.metadata["registry"])
+            stack = [hints[fld.name]]
+            while stack:
+                tp = stack.pop()
+                if dataclasses.is_dataclass(tp):
+                    pending.append(tp)
+                stack.extend(typing.get_args(tp))
+    return names
+
+
 class Session:
     """The installed plugins, their schemas and registries, discovered once per ``ft`` invocation."""
 
@@ -38,12 +64,20 @@ class Session:
         self.pm_all = make_plugin_manager(self.plugins)
         self.schemas: dict[str, type] = merge_contributions(
             [KERNEL_SCHEMAS, *self.pm_all.hook.config_schemas()], "config_schemas", same=lambda a, b: a is b)
-        self.registries: dict[str, set[str]] = {
-            "dataset_formats": set(merge_contributions(self.pm_all.hook.dataset_formats(), "dataset_formats",
-                                                       same=lambda a, b: a is b)),
-            "reward_functions": set(merge_contributions(self.pm_all.hook.reward_functions(), "reward_functions",
-                                                        same=lambda a, b: a is b)),
-        }
+        self.registries: dict[str, set[str]] = {name: set(self.registry(name)) for name in registry_names(self.schemas)}
+
+    def registry(self, name: str) -> dict[str, Any]:
+        """The merged result of the collected hook ``name`` over every installed plugin (``dataset_formats``);
+        empty when no installed plugin defines that hook."""
+        hook = getattr(self.pm_all.hook, name, None)
+        return merge_contributions(hook(), name, same=lambda a, b: a is b) if hook is not None else {}
+
+    def plugin_defaults(self, choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any]:
+        """The ``config_defaults`` of the plugins these choices activate, merged (one key, one value)."""
+        active = {p.module for p in active_plugins(self.plugins, choices)}
+        inactive = [p.module for p in self.plugins if p.module not in active]
+        hook = self.pm_all.subset_hook_caller("config_defaults", remove_plugins=inactive)
+        return merge_contributions(hook(choices=choices, config=config), "config_defaults")
 
     def normalise(self, overrides: list[str]) -> list[str]:
         return normalise_overrides(overrides, self.plugins, self.disabled)
@@ -52,9 +86,11 @@ class Session:
         """One job from its normalised overrides: compose once, activate the plugins it selects, build
         their plugin manager and run their ``validate_config`` hooks. ``spies`` are extra plugin objects
         registered afterwards, for this run only (tests watch the lifecycle with them)."""
-        composed = compose(overrides, self.plugins, self.schemas, self.registries)
+        composed = compose(overrides, self.plugins, self.schemas, self.registries, self.plugin_defaults)
         active = active_plugins(self.plugins, composed.choices)
-        pm = make_plugin_manager(active)
+        # Every installed plugin's own hooks exist in the run, selected or not (a rewards-only plugin is active
+        # through its option while the plugin defining reward_functions may not be).
+        pm = make_plugin_manager(active, [p.info.hookspecs for p in self.plugins if p.info.hookspecs is not None])
         pm.hook.validate_config(cfg=composed.cfg, choices=composed.choices)
         check_launch_config(composed.cfg)
         for index, spy in enumerate(spies):

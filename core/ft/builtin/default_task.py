@@ -39,14 +39,11 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
 
 
 @hookimpl
-def training_args(ctx: RunContext) -> dict[str, Any]:
-    """With an adapter, the embedded experiment's learning rate becomes an adapter's (unless the user set one)."""
-    adapter = ctx.choices.get("adapter")
-    if not adapter or ctx.choices.get("experiment") != "default_task" or ctx.user_set("optim.lr"):
-        return {}
-    log.info("default task with adapter=%s: learning rate %g, an adapter's (optim.lr=... sets another)", adapter,
-             ADAPTER_LR)
-    return {"learning_rate": ADAPTER_LR}
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """With an adapter, the embedded experiment's learning rate is an adapter's (optim.lr=... sets another)."""
+    if choices.get("adapter") and choices.get("experiment") == "default_task":
+        return {"optim.lr": ADAPTER_LR}
+    return None
 
 
 @hookimpl

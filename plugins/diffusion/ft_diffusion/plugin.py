@@ -34,6 +34,18 @@ def config_schemas() -> dict[str, type]:
     return dict(SCHEMAS)
 
 
+#: The embedded default task's held-out sizes under diffusion (masked-token accuracy; generated answers).
+DEFAULT_TASK_PRESET = {"data.val_size": 32, "data.task.eval_rows": 32}
+
+
+@hookimpl
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """On the embedded default task only: hold out rows to score masked-token accuracy before and after."""
+    if choices.get("method") == "diffusion" and choices.get("data") == "default_task":
+        return dict(DEFAULT_TASK_PRESET)
+    return None
+
+
 @hookimpl
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if choices.get("method") != "diffusion":

@@ -13,12 +13,14 @@ import logging
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, planned_world_size
+from ft_grpo import hookspecs as grpo_hookspecs
 
 FT_PLUGIN = PluginInfo(
     name="grpo",
     description="Group Relative Policy Optimization on TRL (method=grpo, data=prompts): online RL with rewards",
     capabilities=("trainer", "dataset"),
     traits={"method/grpo": ("computes_own_logits", "generates")},
+    hookspecs=grpo_hookspecs,
 )
 log = logging.getLogger("ft")
 
@@ -92,12 +94,16 @@ def prepare_dataset(ctx: RunContext) -> Any:
 
 
 @hookimpl
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """With an adapter, GRPO's learning rate is an adapter's (method/grpo.yaml's is a full fine-tune's)."""
+    return {"optim.lr": ADAPTER_LR} if choices.get("method") == "grpo" and choices.get("adapter") else None
+
+
+@hookimpl
 def training_args(ctx: RunContext) -> dict[str, Any]:
     from ft_grpo.trainer import grpo_arguments
 
     kwargs = grpo_arguments(ctx)
-    if ctx.choices.get("adapter") and not ctx.user_set("optim.lr"):
-        kwargs["learning_rate"] = ADAPTER_LR
     check_batch(ctx.cfg.method.num_generations, max(ctx.world_size, 1), ctx.cfg.trainer.micro_batch_size,
                 ctx.cfg.trainer.gradient_accumulation_steps)
     return kwargs

@@ -86,14 +86,20 @@ EMBEDDED_LR = {"adapter": 3e-4, "full": 1e-5}
 
 
 @hookimpl
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """On the embedded default pairs (no data.path, no data.datasets), the learning rate that suits an
+    adapter or a full fine-tune."""
+    data = config.get("data") or {}
+    if f"method/{choices.get('method')}" not in FT_PLUGIN.traits or data.get("path") or data.get("datasets"):
+        return None
+    return {"optim.lr": EMBEDDED_LR["adapter" if choices.get("adapter") else "full"]}
+
+
+@hookimpl
 def training_args(ctx: RunContext) -> dict[str, Any]:
-    from ft_preference.data import is_embedded_default
     from ft_preference.trainers import method_arguments
 
-    kwargs = method_arguments(ctx)
-    if is_embedded_default({"path": ctx.cfg.data.path, "datasets": ctx.cfg.data.datasets}) and not ctx.user_set("optim.lr"):
-        kwargs["learning_rate"] = EMBEDDED_LR["adapter" if ctx.choices.get("adapter") else "full"]
-    return kwargs
+    return method_arguments(ctx)
 
 
 @hookimpl

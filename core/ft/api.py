@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "hookspec": "ft.hookspecs:hookspec",
     "PluginInfo": "ft.plugins:PluginInfo",
     "CAPABILITIES": "ft.hookspecs:CAPABILITIES",
+    "CONTRACT_VERSION": "ft.hookspecs:CONTRACT_VERSION",
     "METHOD_TRAITS": "ft.hookspecs:METHOD_TRAITS",
     "Command": "ft.cli:Command",
     # errors (one line, exit code 2)

@@ -75,9 +75,10 @@ def plugin_commands(p_flags: list[str], strict: bool = True) -> dict[str, Comman
     found = discover(p_flags)
     if strict:
         found.raise_if_broken()
-    for plugin in found.broken:
-        print(f"ft: warning: {plugin.error}", file=sys.stderr)
-    pm = make_plugin_manager([p for p in found.plugins if not p.error])
+    else:
+        for plugin in found.broken:
+            print(f"ft: warning: {plugin.error}", file=sys.stderr)
+    pm = make_plugin_manager(found.usable)
     commands = merge_contributions(
         [{c.name: c for c in contribution or []} for contribution in pm.hook.cli_commands()],
         "cli_commands", same=lambda a, b: a is b)

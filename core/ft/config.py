@@ -109,13 +109,14 @@ def _catalog() -> dict[str, str]:
 
 
 def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
-                        disabled: list[LoadedPlugin] | None = None) -> list[str]:
+                        disabled: list[LoadedPlugin] | None = None, broken: list[LoadedPlugin] | None = None) -> list[str]:
     """Make ``+group=option`` and ``group=option`` both work, and check group options exist.
 
     Hydra accepts only one of the two forms, depending on whether the group is in the primary
     defaults list. ``experiment=null`` becomes ``~experiment`` (the default experiment is chosen by
     interpolation, which ``null`` cannot override). Raises :class:`ConfigError` for an unknown option,
-    naming the plugin that is installed but disabled, or the distribution to install.
+    naming the plugin that is installed but disabled, or the distribution to install, and the broken
+    plugin's own error for an option of a plugin that cannot load.
     """
     defaults_groups = _primary_default_groups()
     options = available_options(plugins)
@@ -126,6 +127,11 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
                 disabled_options.setdefault(group, {})[name] = plugin.name
                 if plugin.builtin:  # the kernel's conf/ lists a disabled builtin's options: drop them
                     options.get(group, {}).pop(name, None)
+    for plugin in broken or []:
+        for group, names in plugin.options.items():
+            for name in names:
+                disabled_options.setdefault(group, {})[name] = plugin.name
+    errors = {p.name: p.error or "" for p in broken or []}
     catalog = _catalog()
     result: list[str] = []
     for override in overrides:
@@ -138,7 +144,7 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
         value = rest.split("=", 1)[1]
         is_group = group in options or group in defaults_groups
         if not is_group and group in disabled_options:
-            _check_option(group, value, options, catalog, disabled_options)
+            _check_option(group, value, options, catalog, disabled_options, errors)
         if not is_group:
             if prefix in ("+", "++") and _looks_like_option(value):
                 known = sorted(set(options) | defaults_groups)
@@ -155,7 +161,7 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
             result.append("~experiment")
             continue
         for choice in _sweep_values(value):
-            _check_option(group, choice, options, catalog, disabled_options)
+            _check_option(group, choice, options, catalog, disabled_options, errors)
         if group in defaults_groups:
             result.append(f"{group}{rest}")
         else:
@@ -177,12 +183,16 @@ def _sweep_values(value: str) -> list[str]:
 
 
 def _check_option(group: str, option: str, options: dict[str, dict[str, str]], catalog: dict[str, str],
-                  disabled: dict[str, dict[str, str]] | None = None) -> None:
+                  disabled: dict[str, dict[str, str]] | None = None, broken: dict[str, str] | None = None) -> None:
     if option in ("null", "None"):
         return
     if option in options.get(group, {}):
         return
     owner = (disabled or {}).get(group, {}).get(option)
+    if owner and owner in (broken or {}):
+        from ft.errors import PluginError
+
+        raise PluginError(broken[owner])
     if owner:
         raise ConfigError(
             f"{group}={option} is provided by the plugin '{owner}', which is installed but disabled "

@@ -62,6 +62,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only, keeps `ft validate` free of
 
 hookspec = pluggy.HookspecMarker("ft")
 
+#: The version of this contract. A plugin declares the one it was written for (``PluginInfo.contract``);
+#: another major version cannot load. The major changes when a hook is removed or its arguments change.
+CONTRACT_VERSION = "3.0"
+
 #: The capability each ``firstresult`` hook claims (see ``PluginInfo.capabilities``).
 CAPABILITIES: dict[str, str] = {
     "load_tokenizer": "tokenizer_loader",

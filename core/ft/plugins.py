@@ -72,6 +72,8 @@ class PluginInfo:
         kernel needs ``token_loss``, packing needs ``packable``); checked at ``ft validate``.
     hookspecs: a module or class of ``@ft.api.hookspec`` functions: new hooks this plugin calls on
         plugins after it (pytest's ``pytest_addhooks``).
+    contract: the version of ft's hook contract the plugin was written for (``ft.api.CONTRACT_VERSION``,
+        ``"3.0"``); another major version marks the plugin broken with a line saying what to do.
     """
 
     name: str
@@ -83,6 +85,7 @@ class PluginInfo:
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     requires_traits: tuple[str, ...] = ()
     hookspecs: Any = None
+    contract: str | None = None
 
 
 @dataclass
@@ -124,10 +127,22 @@ class PluginSet:
     def broken(self) -> list[LoadedPlugin]:
         return [p for p in self.plugins if p.error]
 
+    @property
+    def usable(self) -> list[LoadedPlugin]:
+        return [p for p in self.plugins if not p.error]
+
     def raise_if_broken(self) -> None:
-        """Stop with the first broken plugin's one-line error (commands that use plugins call this)."""
+        """Stop with the first broken plugin that every run would need (commands that use plugins call this):
+        one that failed to import (what it provides is unknown), a builtin, or one declared always active.
+        A plugin that imported but breaks the contract only stops a run that selects one of its options;
+        other commands go on and say once, on stderr, that it is left out."""
+        import sys
+
         for plugin in self.broken:
-            raise PluginError(plugin.error or "")
+            if plugin.module is None or plugin.builtin or plugin.info.always_active or not plugin.options:
+                raise PluginError(plugin.error or "")
+        for plugin in self.broken:
+            print(f"ft: warning: {plugin.error} (left out: no option of it is selected)", file=sys.stderr)
 
 
 def merge_contributions(contributions: Iterable[dict[str, Any] | None], what: str, base: dict[str, Any] | None = None,
@@ -296,18 +311,43 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
     return found
 
 
-def _hookspec_names(plugins: list[LoadedPlugin]) -> dict[str, dict[str, Any]]:
-    """``{hook name: spec options}`` for ft's hooks and every plugin-defined hookspec."""
+def _hookspec_functions(plugins: list[LoadedPlugin]) -> dict[str, Any]:
+    """``{hook name: spec function}`` for ft's hooks and every plugin-defined hookspec (its options are
+    the function's ``ft_spec``)."""
     from ft import hookspecs
 
-    specs: dict[str, dict[str, Any]] = {}
+    specs: dict[str, Any] = {}
     sources = [hookspecs, *(p.info.hookspecs for p in plugins if p.info.hookspecs is not None and not p.error)]
     for source in sources:
         for name, fn in inspect.getmembers(source):
-            opts = getattr(fn, "ft_spec", None)
-            if opts is not None:
-                specs[name] = opts
+            if getattr(fn, "ft_spec", None) is not None:
+                specs[name] = fn
     return specs
+
+
+def _arguments(fn: Any) -> list[str]:
+    """A hook function's argument names, without ``self``."""
+    return [name for name in inspect.signature(fn).parameters if name != "self"]
+
+
+def _contract_problem(plugin: LoadedPlugin, impls: dict[str, Any], specs: dict[str, Any]) -> str | None:
+    """Why a plugin written against another contract cannot load (a major version, a hook's arguments)."""
+    from ft.hookspecs import CONTRACT_VERSION
+
+    where = f"plugin '{plugin.name}' ({plugin.distribution})"
+    fix = f"update it (pip install -U {plugin.distribution}) or skip it with -p no:{plugin.name}"
+    declared = plugin.info.contract
+    if declared and str(declared).split(".")[0] != CONTRACT_VERSION.split(".")[0]:
+        return (f"{where} was written for ft's hook contract {declared}, and this ft has contract {CONTRACT_VERSION} "
+                f"(docs/plugins.md, 'Contract versions'); {fix}")
+    for name in sorted(impls):
+        fn = getattr(plugin.module, name)
+        extra = [a for a in _arguments(fn) if a not in _arguments(specs[name])]
+        if extra:
+            expected = f"{name}({', '.join(_arguments(specs[name]))})"
+            return (f"{where}: hook '{name}' takes ({', '.join(_arguments(fn))}), but ft's contract {CONTRACT_VERSION} "
+                    f"calls {expected}; write it as {expected} (docs/plugins.md), or {fix}")
+    return None
 
 
 def hook_impls(module: Any) -> dict[str, dict[str, Any]]:
@@ -319,7 +359,7 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
     """Give each plugin that breaks the contract its one-line error (hooks, capabilities)."""
     from ft.hookspecs import CAPABILITIES
 
-    specs = _hookspec_names(plugins)
+    specs = _hookspec_functions(plugins)
     for plugin in plugins:
         if plugin.error or plugin.module is None:
             continue
@@ -331,9 +371,12 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
             plugin.error = (f"{where} implements hook '{name}', which ft does not define{did_you_mean(name, specs)}; "
                             f"the hooks are listed in docs/plugins.md")
             continue
+        plugin.error = _contract_problem(plugin, impls, specs)
+        if plugin.error:
+            continue
         claimed = set()
         for name, opts in impls.items():
-            if not specs[name].get("firstresult") or opts.get("wrapper") or opts.get("hookwrapper"):
+            if not specs[name].ft_spec.get("firstresult") or opts.get("wrapper") or opts.get("hookwrapper"):
                 continue
             if plugin.builtin and opts.get("trylast"):
                 continue  # the kernel's fallbacks claim nothing

@@ -59,8 +59,9 @@ class Session:
 
         found = discover(p_flags)
         found.raise_if_broken()
-        self.plugins: list[LoadedPlugin] = found.plugins
+        self.plugins: list[LoadedPlugin] = found.usable
         self.disabled: list[LoadedPlugin] = found.disabled
+        self.broken: list[LoadedPlugin] = found.broken
         self.pm_all = make_plugin_manager(self.plugins)
         self.schemas: dict[str, type] = merge_contributions(
             [KERNEL_SCHEMAS, *self.pm_all.hook.config_schemas()], "config_schemas", same=lambda a, b: a is b)
@@ -80,7 +81,7 @@ class Session:
         return merge_contributions(hook(choices=choices, config=config), "config_defaults")
 
     def normalise(self, overrides: list[str]) -> list[str]:
-        return normalise_overrides(overrides, self.plugins, self.disabled)
+        return normalise_overrides(overrides, self.plugins, self.disabled, self.broken)
 
     def prepare(self, overrides: list[str], spies: tuple[object, ...] = ()) -> PreparedRun:
         """One job from its normalised overrides: compose once, activate the plugins it selects, build

@@ -18,7 +18,7 @@ from typing import Any
 from ft.api import ConfigError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="kernels",
+    name="kernels", contract="3.0",
     description="ft's fused linear cross entropy (kernels=ft): the token loss without the logits; torch or Triton",
     capabilities=("loss",),
     requires_traits=("token_loss",),

@@ -91,7 +91,7 @@ from typing import Any
 
 from ft.api import ConfigError, PluginInfo, bounded, hookimpl
 
-FT_PLUGIN = PluginInfo(name="$name", description="$description")
+FT_PLUGIN = PluginInfo(name="$name", contract="3.0", description="$description")
 
 
 @dataclass
@@ -199,7 +199,7 @@ from typing import Any
 
 from ft.api import ConfigError, PluginInfo, bounded, hookimpl
 
-FT_PLUGIN = PluginInfo(name="$name", description="$description")
+FT_PLUGIN = PluginInfo(name="$name", contract="3.0", description="$description")
 log = logging.getLogger("ft")
 
 
@@ -305,7 +305,7 @@ from typing import Any
 from ft.api import PluginInfo, bounded, ft_trainer_class, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="$name",
+    name="$name", contract="3.0",
     description="$description",
     capabilities=("trainer",),
     traits={"$group/$name": ("packable", "token_loss")},
@@ -387,7 +387,7 @@ from typing import Any
 
 from ft.api import PluginInfo, bounded, check_fusable, fused_token_loss, hookimpl
 
-FT_PLUGIN = PluginInfo(name="$name", description="$description", capabilities=("loss",),
+FT_PLUGIN = PluginInfo(name="$name", contract="3.0", description="$description", capabilities=("loss",),
                        requires_traits=("token_loss",))
 WHO = "$group=$name"
 
@@ -488,7 +488,7 @@ from typing import Any
 
 from ft.api import DataError, IGNORE_INDEX, PluginInfo, hookimpl
 
-FT_PLUGIN = PluginInfo(name="$name", description="$description")
+FT_PLUGIN = PluginInfo(name="$name", contract="3.0", description="$description")
 
 
 def format_$name(row: dict[str, Any], tokenizer: Any, options: Any) -> dict[str, list[int]]:

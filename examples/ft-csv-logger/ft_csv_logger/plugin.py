@@ -11,7 +11,7 @@ from typing import Any
 
 from ft.api import ConfigError, PluginInfo, bounded, hookimpl
 
-FT_PLUGIN = PluginInfo(name="csv_logger", description="Writes every logged metric to a CSV file (logger=csv)")
+FT_PLUGIN = PluginInfo(name="csv_logger", contract="3.0", description="Writes every logged metric to a CSV file (logger=csv)")
 
 
 @dataclass

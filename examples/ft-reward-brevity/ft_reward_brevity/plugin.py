@@ -11,7 +11,7 @@ from typing import Any
 
 from ft.api import PluginInfo, hookimpl
 
-FT_PLUGIN = PluginInfo(name="reward_brevity", description="Rewards for GRPO: brevity, no_apology")
+FT_PLUGIN = PluginInfo(name="reward_brevity", contract="3.0", description="Rewards for GRPO: brevity, no_apology")
 
 
 def _text(completion: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from ft.api import ConfigError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="cce",
+    name="cce", contract="3.0",
     description="Apple's Cut Cross Entropy (kernels=cce): the token loss without the logits",
     capabilities=("loss",),
     requires_traits=("token_loss",),

@@ -23,7 +23,7 @@ from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
 from ft_deepspeed.schema import ZeroConfig
 
 FT_PLUGIN = PluginInfo(
-    name="deepspeed",
+    name="deepspeed", contract="3.0",
     description="DeepSpeed ZeRO (dist=zero1|zero2|zero3), its config generated from ft's",
     conflicts=("fsdp",),
 )

@@ -19,7 +19,7 @@ from typing import Any
 from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, to_plain
 
 FT_PLUGIN = PluginInfo(
-    name="diffusion",
+    name="diffusion", contract="3.0",
     description="Masked diffusion language models, LLaDA-style (method=diffusion): training and unmasking sampler",
     capabilities=("trainer", "sampler"),
     traits={"method/diffusion": ("packable",)},

@@ -23,7 +23,7 @@ from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
 from ft_fsdp.schema import FsdpConfig
 
 FT_PLUGIN = PluginInfo(
-    name="fsdp",
+    name="fsdp", contract="3.0",
     description="Fully sharded data parallel (dist=fsdp): PyTorch FSDP2 through transformers and accelerate",
     conflicts=("deepspeed",),
 )

@@ -16,7 +16,7 @@ from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookim
 from ft_grpo import hookspecs as grpo_hookspecs
 
 FT_PLUGIN = PluginInfo(
-    name="grpo",
+    name="grpo", contract="3.0",
     description="Group Relative Policy Optimization on TRL (method=grpo, data=prompts): online RL with rewards",
     capabilities=("trainer", "dataset"),
     traits={"method/grpo": ("computes_own_logits", "generates")},

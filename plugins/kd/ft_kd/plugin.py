@@ -22,7 +22,7 @@ from typing import Any
 from ft.api import ConfigError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="kd",
+    name="kd", contract="3.0",
     description="Knowledge distillation (method=kd): online teacher or offline top-k logprobs; ft kd dump, make-student",
     requires=("sft",),
     traits={"method/kd": ("packable", "token_loss", "needs_teacher")},

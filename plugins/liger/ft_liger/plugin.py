@@ -22,7 +22,7 @@ from typing import Any
 from ft.api import ConfigError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="liger",
+    name="liger", contract="3.0",
     description="Liger Kernel (kernels=liger): fused RMSNorm, RoPE, SwiGLU and linear cross entropy (patches the model)",
     capabilities=("loss",),
     requires_traits=("token_loss",),

@@ -20,7 +20,7 @@ from ft.api import PluginInfo, hookimpl, local_model_folder
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 
 FT_PLUGIN = PluginInfo(
-    name="lora",
+    name="lora", contract="3.0",
     description="LoRA adapters on PEFT (adapter=lora): only adapter weights train; ft merge folds them in",
 )
 

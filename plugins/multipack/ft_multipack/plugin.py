@@ -25,7 +25,7 @@ from ft.api import ConfigError, PluginInfo, gathered_weights, hookimpl
 from ft_multipack.schema import MultipackConfig, check_packing_values
 
 FT_PLUGIN = PluginInfo(
-    name="multipack",
+    name="multipack", contract="3.0",
     description="Sample packing (packing=multipack): rows share full sequences, isolated in attention and loss",
     capabilities=("collator", "batch_sampler"),
     requires_traits=("packable",),

@@ -16,7 +16,7 @@ from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
 _WITH_REFERENCE = ("computes_own_logits", "needs_reference")
 FT_PLUGIN = PluginInfo(
-    name="preference",
+    name="preference", contract="3.0",
     description="Preference fine-tuning on TRL: method=dpo, ipo, kto, orpo, simpo (with data=preference)",
     capabilities=("trainer", "dataset"),
     traits={"method/dpo": _WITH_REFERENCE, "method/ipo": _WITH_REFERENCE, "method/kto": _WITH_REFERENCE,

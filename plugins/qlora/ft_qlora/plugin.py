@@ -23,7 +23,7 @@ from typing import Any, Literal
 from ft.api import ConfigError, PluginError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="qlora",
+    name="qlora", contract="3.0",
     description="QLoRA (adapter=qlora): base weights in 4-bit (or 8-bit) through bitsandbytes, LoRA on top",
     requires=("lora",),
 )

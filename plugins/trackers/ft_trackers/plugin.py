@@ -28,7 +28,7 @@ from typing import Any, Literal
 from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
 
 FT_PLUGIN = PluginInfo(
-    name="trackers",
+    name="trackers", contract="3.0",
     description="Experiment trackers: logger=tensorboard|wandb|mlflow|trackio (several: logger=[a,b])",
 )
 

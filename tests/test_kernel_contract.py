@@ -50,6 +50,58 @@ def test_a_loss_plugin_that_cannot_serve_the_method_is_refused_at_validate(tmp_p
         "needs_reference; drop kernels=fused or choose another method")
 
 
+def test_a_loss_kernel_that_forgets_its_trait_is_still_refused_for_dpo(tmp_path):
+    """Replacing the method's loss implies token_loss: omitting requires_traits cannot crash DPO at run time."""
+    site = tmp_path / "site"
+    forgetful = LOSS_KERNEL.format(name="forgetful").replace(',\n                       requires_traits=("token_loss",)', "")
+    assert "requires_traits" not in forgetful
+    install_fake_plugin(site, "ft-forgetful", "forgetful", forgetful, {"kernels/forgetful.yaml": "chunk: 8\n"})
+    refused = run_ft(["validate", "+kernels=forgetful", "+method=grpo"], site=site)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "ft: error: kernels=forgetful needs a method that is token_loss, but method=grpo is computes_own_logits, "
+        "generates; drop kernels=forgetful or choose another method")
+
+
+#: A logger that also wraps the loss and reads the labels, declaring no traits (what an outside author writes).
+PEEKING_WRAPPER = """
+from ft.api import PluginInfo, hookimpl
+
+FT_PLUGIN = PluginInfo(name="peek", contract="3.0")
+
+
+@hookimpl(wrapper=True)
+def loss(ctx, call):
+    trained = int((call.inputs["labels"] != -100).sum())  # DPO and GRPO batches have no labels
+    result = yield
+    result.parts["trained_tokens"] = trained
+    return result
+"""
+
+
+def test_a_loss_wrapper_without_traits_is_called_for_sft_and_not_for_dpo(tmp_path, monkeypatch, tiny_model_dir):
+    import torch
+
+    from ft.api import LossCall, prepare_run
+
+    site = tmp_path / "site"
+    install_fake_plugin(site, "ft-peek", "peek", PEEKING_WRAPPER, {"logger/peek.yaml": "enabled: true\n"})
+    monkeypatch.syspath_prepend(str(site))
+
+    def loss_of(batch: dict[str, Any], *overrides: str) -> LossResult:
+        prepared = prepare_run(["+logger=peek", f"model.name_or_path={tiny_model_dir}", *overrides])
+        ctx = prepared.context(tmp_path / "run")
+        call = LossCall(model=None, inputs=batch, num_items_in_batch=None, training=True, return_outputs=False,
+                        method_loss=lambda: LossResult(torch.tensor(0.5)))
+        return ctx.loss_hook(ctx=ctx, call=call)
+
+    sft = loss_of({"labels": torch.tensor([[-100, 4, 5, -100]])})
+    assert sft.parts == {"trained_tokens": 2}
+    pairs = {"chosen_input_ids": torch.ones(1, 3, dtype=torch.long)}
+    dpo = loss_of(pairs, "+method=dpo", f"data.path={pairs_file(tmp_path)}")
+    assert float(dpo.loss) == 0.5 and dpo.parts == {}  # not called: no KeyError on 'labels'
+
+
 class KernelStyleLoss:
     """Replaces the method's cross entropy with its own computation (what a fused kernel does)."""
 

@@ -77,8 +77,9 @@ class RunContext:
     pm: Any
     #: Every installed plugin's manager, for the config-time hooks (``dataset_formats``...).
     installed_pm: Any = None
-    #: The command-line overrides this run was composed from (``optim.lr=1e-4``, ``+adapter=lora``...).
-    overrides: tuple[str, ...] = ()
+    #: How the trainer asks for a batch's loss: the ``loss`` hook of the active plugins, less the loss
+    #: wrappers that do not serve the selected method (``PluginInfo.loss_wrapper_traits``).
+    loss_hook: Callable[..., LossResult] | None = None
     #: Traits of the selected options, ``{"method/sft": ("packable", "token_loss")}``.
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rank: int = 0

@@ -72,6 +72,9 @@ class PluginInfo:
         kernel needs ``token_loss``, packing needs ``packable``); checked at ``ft validate``.
     hookspecs: a module or class of ``@ft.api.hookspec`` functions: new hooks this plugin calls on
         plugins after it (pytest's ``pytest_addhooks``).
+    loss_wrapper_traits: the traits a method must have for this plugin's ``loss`` wrapper to be called;
+        by default ``("token_loss",)``: a wrapper that reads labels or logits is skipped for DPO or GRPO
+        instead of crashing them. ``()`` declares that it serves every method.
     contract: the version of ft's hook contract the plugin was written for (``ft.api.CONTRACT_VERSION``,
         ``"3.0"``); another major version marks the plugin broken with a line saying what to do.
     """
@@ -85,6 +88,7 @@ class PluginInfo:
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     requires_traits: tuple[str, ...] = ()
     hookspecs: Any = None
+    loss_wrapper_traits: tuple[str, ...] = ("token_loss",)
     contract: str | None = None
 
 
@@ -455,13 +459,33 @@ def active_plugins(plugins: list[LoadedPlugin], choices: dict[str, str | None]) 
     method = choices.get("method")
     method_traits = selected_traits(list(active.values()), choices).get(f"method/{method}", ())
     for plugin in active.values():
-        missing = [t for t in plugin.info.requires_traits if t not in method_traits]
+        missing = [t for t in required_traits(plugin.info) if t not in method_traits]
         if missing:
             who = next((f"{g}={o}" for g, o in choices.items() if plugin.provides_option(g, o)), f"plugin '{plugin.name}'")
             raise PluginError(
                 f"{who} needs a method that is {' and '.join(missing)}, but method={method} is "
                 f"{', '.join(method_traits) or 'declared with no traits'}; drop {who} or choose another method")
     return [p for p in plugins if p.name in active]
+
+
+def required_traits(info: PluginInfo) -> tuple[str, ...]:
+    """The traits the selected method must have for this plugin: its declared ``requires_traits``, and
+    ``token_loss`` for a plugin that replaces the method's loss (capability ``loss``) without saying so."""
+    if "loss" in info.capabilities and "token_loss" not in info.requires_traits:
+        return (*info.requires_traits, "token_loss")
+    return info.requires_traits
+
+
+def skipped_loss_wrappers(plugins: list[LoadedPlugin], method_traits: tuple[str, ...]) -> list[LoadedPlugin]:
+    """The active plugins whose ``loss`` wrapper must not be called for a method with these traits
+    (``PluginInfo.loss_wrapper_traits``)."""
+    skipped = []
+    for plugin in plugins:
+        opts = hook_impls(plugin.module).get("loss") if plugin.module is not None else None
+        if opts and (opts.get("wrapper") or opts.get("hookwrapper")):
+            if any(t not in method_traits for t in plugin.info.loss_wrapper_traits):
+                skipped.append(plugin)
+    return skipped
 
 
 def make_plugin_manager(plugins: list[LoadedPlugin], extra_specs: Iterable[Any] = ()) -> pluggy.PluginManager:

@@ -11,6 +11,7 @@ metrics (``summary.md``, ``summary.json`` and ``summary.png`` in the sweep folde
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from ft.config import Composed, compose, expand_sweeps, normalise_overrides
 from ft.context import RunContext
 from ft.errors import FtUserError
 from ft.launch import check_launch_config, run_job
-from ft.plugins import LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits
+from ft.plugins import (LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits,
+                        skipped_loss_wrappers)
 
 
 def registry_names(schemas: dict[str, type]) -> set[str]:
@@ -122,11 +124,17 @@ class PreparedRun:
         from ft.distributed import ranks_from_env
 
         ranks = ranks or ranks_from_env()
+        traits = selected_traits(self.active, self.composed.choices)
+        method_traits = traits.get(f"method/{self.composed.choices.get('method')}", ())
+        skipped = skipped_loss_wrappers(self.active, method_traits)
+        loss_hook = self.pm.subset_hook_caller("loss", [p.module for p in skipped]) if skipped else self.pm.hook.loss
+        for plugin in skipped:
+            logging.getLogger("ft").info(
+                "plugin '%s': its loss wrapper is not called, method=%s is not %s (PluginInfo.loss_wrapper_traits)",
+                plugin.name, self.composed.choices.get("method"), " and ".join(plugin.info.loss_wrapper_traits))
         return RunContext(cfg=self.composed.cfg, choices=self.composed.choices, run_dir=run_dir, pm=self.pm,
-                          installed_pm=self.session.pm_all,
-                          traits=selected_traits(self.active, self.composed.choices), rank=ranks.rank,
-                          world_size=ranks.world_size, local_rank=ranks.local_rank,
-                          overrides=tuple(self.composed.overrides))
+                          installed_pm=self.session.pm_all, traits=traits, rank=ranks.rank,
+                          world_size=ranks.world_size, local_rank=ranks.local_rank, loss_hook=loss_hook)
 
 
 def prepare_run(overrides: list[str] | None = None, p_flags: list[str] | None = None, *,

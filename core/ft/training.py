@@ -24,7 +24,8 @@ def ft_trainer_class(base: type) -> type:
     class FtTrainer(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, ft_ctx: RunContext | None = None, **kwargs: Any) -> None:
             self.ft_ctx = ft_ctx
-            self._ft_loss_parts: dict[str, tuple[float, int]] = {}
+            self._ft_loss_parts: dict[str, float] = {}
+            self._ft_part_steps: set[int] = set()
             super().__init__(*args, **kwargs)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
@@ -41,12 +42,24 @@ def ft_trainer_class(base: type) -> type:
 
             call = LossCall(model=model, inputs=inputs, training=model.training, return_outputs=return_outputs,
                             method_loss=method_loss, **self._ft_token_normalisation(num_items_in_batch))
-            result = pm.hook.loss(ctx=self.ft_ctx, call=call)
+            result = (self.ft_ctx.loss_hook or pm.hook.loss)(ctx=self.ft_ctx, call=call)
             if model.training and result.parts:
-                for name, value in result.parts.items():
-                    total, count = self._ft_loss_parts.get(name, (0.0, 0))
-                    self._ft_loss_parts[name] = (total + float(value.detach() if hasattr(value, "detach") else value), count + 1)
+                self._ft_add_parts(result.parts, num_items_in_batch)
             return (result.loss, result.outputs) if return_outputs else result.loss
+
+        def _ft_add_parts(self, parts: dict[str, Any], num_items_in_batch: Any) -> None:
+            """Add a training batch's loss parts the way ``training_step`` adds its loss to the logged one:
+            divided by the accumulation steps unless the loss is already a share of the step's tokens, summed
+            over the step's micro-batches; :meth:`log` divides by the optimizer steps since the last log."""
+            scaled = getattr(self, "loss_is_scaled_for_ga", None)
+            if scaled is None:
+                scaled = bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
+                    self.compute_loss_func is not None
+            divisor = 1 if scaled else self.current_gradient_accumulation_steps
+            for name, value in parts.items():
+                total = self._ft_loss_parts.get(name, 0.0)
+                self._ft_loss_parts[name] = total + float(value.detach() if hasattr(value, "detach") else value) / divisor
+            self._ft_part_steps.add(self.state.global_step)
 
         def _ft_token_normalisation(self, num_items_in_batch: Any) -> dict[str, Any]:
             """How transformers normalises a token loss here (``Trainer.compute_loss``), for loss kernels:
@@ -62,11 +75,14 @@ def ft_trainer_class(base: type) -> type:
             return {"num_items_in_batch": num_items, "token_loss_scale": scale}
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            """Add the mean of each named loss part since the last log (``loss/<name>``) to training logs."""
+            """Add each named loss part (``loss/<name>``) to training logs, reduced like ``loss``: per optimizer
+            step the sum over its micro-batches, averaged over the steps since the last log."""
             if "loss" in logs and self._ft_loss_parts:
-                for name, (total, count) in self._ft_loss_parts.items():
-                    logs[f"loss/{name}"] = round(total / max(count, 1), 6)
+                steps = max(len(self._ft_part_steps), 1)
+                for name, total in self._ft_loss_parts.items():
+                    logs[f"loss/{name}"] = round(total / steps, 6)
                 self._ft_loss_parts.clear()
+                self._ft_part_steps.clear()
             super().log(logs, *args, **kwargs)
 
         def get_train_dataloader(self):  # type: ignore[override]

@@ -99,6 +99,20 @@ def test_distillation_beats_ce_only_on_held_out_kl_and_ce(world):
     assert logged and all(h["loss"] == pytest.approx(h["loss/ce"] + h["loss/kd"], rel=1e-3) for h in logged)
 
 
+def test_logged_parts_add_up_to_the_logged_loss_under_gradient_accumulation(world):
+    """With 2 micro-batches a step, loss/ce + loss/kd is the step's loss (they are reduced like it: summed over
+    the step's micro-batches, averaged over the steps between logs), not half of it."""
+    watch = Parts()
+    run_lifecycle([f"model.name_or_path={world['student']}", "data=chat", f"data.path={world['train']}",
+                   "trainer.max_steps=4", "trainer.micro_batch_size=4", "trainer.gradient_accumulation_steps=2",
+                   "trainer.logging_steps=2", "optim.lr=3e-3", "run.plot=false", "run.save_final_model=false",
+                   "+method=kd", f"method.teacher={world['teacher']}"], world["root"] / "accumulated", watch)
+    logged = [h for h in watch.history if "loss/kd" in h]
+    assert len(logged) == 3  # steps 1 (first step), 2 and 4
+    for entry in logged:
+        assert entry["loss"] == pytest.approx(entry["loss/ce"] + entry["loss/kd"], rel=1e-4), entry
+
+
 @pytest.mark.slow
 def test_offline_dump_trains_like_the_online_teacher_when_k_is_the_vocabulary(world):
     vocab = json.loads((world["teacher"] / "config.json").read_text())["vocab_size"]

@@ -138,3 +138,24 @@ def test_secrets_are_redacted():
     # a tokenizer's special tokens are settings, not secrets
     assert redact({"method": {"mask_token": "<|mdm_mask|>", "pad_token": "<pad>", "api_token": "t"}}) == {
         "method": {"mask_token": "<|mdm_mask|>", "pad_token": "<pad>", "api_token": "***"}}
+
+
+# -- holes an outside fuzz found: each passed `ft validate` and ended in a traceback or outside run.root ----
+
+@pytest.mark.parametrize("override, expected", [
+    ("seed=-1", "seed=-1 is not valid: expected an integer >= 0 and <= 4294967295"),
+    ("trainer.micro_batch_size=99999999999999999999",
+     "trainer.micro_batch_size=99999999999999999999 is not valid: expected an integer of at most 2,147,483,647 in size"),
+    ("trainer.max_steps=" + "9" * 400, "(400 characters) is not valid: expected an integer of at most 2,147,483,647"),
+    ("run.name=../../../escape", "run.name='../../../escape' is not valid: expected one folder name (no '/', not '.' or '..')"),
+    ("run.name=/abs/path", "run.name='/abs/path' is not valid: expected one folder name"),
+    ("run.name=" + "a" * 3000, "(3000 characters) is not valid: expected a folder name of at most 255 bytes"),
+    ("data.path=null", "data=chat has no data: data.path is null; set data.path=FILE"),
+])
+def test_fuzzed_values_are_one_line_and_exit_2_at_validate(override, expected, capsys):
+    from ft.cli import main
+
+    extra = ["data=chat"] if override.startswith("data.") else []
+    assert main(["validate", *extra, override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ft: error: ") and len(err.splitlines()) == 1 and expected in err, err

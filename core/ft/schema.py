@@ -46,6 +46,27 @@ def bounded(default: Any = None, *, ge: float | None = None, gt: float | None = 
     return field(default=default, metadata=metadata)
 
 
+def folder_name(default: str = "", **kwargs: Any) -> Any:
+    """A string field that names one folder (a run's name): no path separators, not ``.`` or ``..``, at most
+    255 bytes, so what it names stays inside the folder it is joined to."""
+    return field(default=default, metadata={"folder_name": True, **kwargs})
+
+
+#: The largest integer any config field takes (a realistic cap: batch sizes, steps, ranks, lengths, seeds).
+INT_CAP = 2**31 - 1
+
+
+def check_folder_name(key: str, value: str) -> None:
+    """Raise unless ``value`` is a usable single folder name."""
+    shown = value if len(value) <= 60 else value[:60] + "..."
+    if not value or value in (".", "..") or any(c in value for c in ("/", "\\", "\0")):
+        raise ConfigError(f"{key}={shown!r} is not valid: expected one folder name (no '/', not '.' or '..'); "
+                          f"the folder is created under run.root")
+    if len(value.encode("utf-8")) > 255:
+        raise ConfigError(f"{key}='{value[:40]}...' ({len(value)} characters) is not valid: expected a folder name "
+                          f"of at most 255 bytes")
+
+
 def named(default: Any = None, *, registry: str, **kwargs: Any) -> Any:
     """A string field that must name an entry of a collected hook's result (``registry="dataset_formats"``).
 
@@ -199,7 +220,7 @@ class SftMethodConfig:
 @dataclass
 class RunConfig:
     root: str = "runs"
-    name: str = ""
+    name: str = folder_name("")
     resume_from: str | None = None
     save_final_model: bool = True
     plot: bool = True
@@ -251,6 +272,8 @@ KERNEL_SCHEMAS: dict[str, type] = {
 }
 
 TOP_LEVEL_SCALARS: dict[str, Any] = {"seed": int}
+#: Bounds of the top-level scalars (the seed: what numpy and torch accept).
+_TOP_LEVEL_BOUNDS: dict[str, dict[str, float]] = {"seed": {"ge": 0, "le": 2**32 - 1}}
 
 _NUMBER_HINT = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -339,13 +362,13 @@ def _check_bounds(key: str, value: Any, bounds: dict[str, float], noun: str = "a
 
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    expected = " and ".join(f"{_BOUND_TEXT[k]} {v:g}" for k, v in bounds.items())
+    expected = " and ".join(f"{_BOUND_TEXT[k]} {int(v) if float(v).is_integer() else f'{v:g}'}" for k, v in bounds.items())
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} is not valid: expected {wording or ('a finite number ' + expected).rstrip()}")
     checks = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
     for name, limit in bounds.items():
         if not checks[name](value, limit):
-            raise ConfigError(f"{key}={value!r} is not valid: expected {wording or noun + ' ' + expected}")
+            raise ConfigError(f"{key}={_shown(value)} is not valid: expected {wording or noun + ' ' + expected}")
 
 
 def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, set[str]] | None = None) -> None:
@@ -388,7 +411,10 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
             raise ConfigError(f"{key}[{index}]={item!r} is not valid: expected {_type_name(item_tp)}{hint}")
         if not _matches(value, tp):
             hint = did_you_mean(str(value), [str(a) for a in _literal_values(tp)]) if isinstance(value, str) else ""
-            raise ConfigError(f"{key}={value!r} is not valid: expected {_type_name(tp)}{hint}")
+            raise ConfigError(f"{key}={_shown(value)} is not valid: expected {_type_name(tp)}{hint}")
+        _check_int_cap(key, value)
+        if fld.metadata.get("folder_name") and isinstance(value, str):
+            check_folder_name(key, value)
         _check_bounds(key, value, fld.metadata.get("bounds", {}), "an integer" if int in _plain_types(tp) else "a number",
                       fld.metadata.get("expected"))
         registry = fld.metadata.get("registry")
@@ -400,6 +426,19 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
         if fld.metadata.get("path") and value is not None and not str(value).startswith(("hf://", "hub:")):
             if not path_exists(str(value), key):
                 raise ConfigError(f"{key}={value!r}: no such file or folder; check the path")
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line: its repr, cut to 60 characters (a 400-digit number stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _check_int_cap(key: str, value: Any) -> None:
+    """Integers beyond :data:`INT_CAP` overflow torch, numpy and the data loader: refuse them here."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT_CAP:
+            raise ConfigError(f"{key}={_shown(item)} is not valid: expected an integer of at most {INT_CAP:,} in size")
 
 
 def _first_bad_item(value: Any, tp: Any) -> tuple[int, Any, Any] | None:
@@ -471,7 +510,9 @@ def validate_config(
             raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, allowed_top)}")
     for key, tp in TOP_LEVEL_SCALARS.items():
         if key in cfg and not _matches(cfg[key], tp):
-            raise ConfigError(f"{key}={cfg[key]!r} is not valid: expected {_type_name(tp)}")
+            raise ConfigError(f"{key}={_shown(cfg[key])} is not valid: expected {_type_name(tp)}")
+        if key in cfg:
+            _check_bounds(key, cfg[key], _TOP_LEVEL_BOUNDS.get(key, {}), "an integer")
     for section, node in cfg.items():
         if section in TOP_LEVEL_SCALARS:
             continue

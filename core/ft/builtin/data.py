@@ -140,6 +140,9 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if not isinstance(cfg.get("data"), DataConfig):  # another plugin's data option (data=preference)
         return
     data = to_plain(cfg.data)
+    if not data.get("path") and not data.get("datasets") and data.get("task") is None:
+        raise ConfigError(f"data={choices.get('data')} has no data: data.path is null; set "
+                          f"data.path=FILE (a file, a folder or a hub id) or data.datasets=[{{path: ...}}]")
     for key in ("datasets", "val_datasets"):
         for index, entry in enumerate(data.get(key) or []):
             _check_entry(f"data.{key}[{index}]", entry, {k: v for k, v in data.items() if k not in ("datasets", "val_datasets")})

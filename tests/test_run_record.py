@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from ft import hookimpl
-from ft.api import run_lifecycle, write_model_card
+from ft.api import run_lifecycle
+from ft_outputs.card import write_model_card
 
 
 class _Stop(Exception):

@@ -15,12 +15,15 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     # declaring a plugin and its hooks
     "hookimpl": "ft:hookimpl",
+    "FT_VERSION": "ft:__version__",
     "hookspec": "ft.hookspecs:hookspec",
     "PluginInfo": "ft.plugins:PluginInfo",
     "CAPABILITIES": "ft.hookspecs:CAPABILITIES",
     "CONTRACT_VERSION": "ft.hookspecs:CONTRACT_VERSION",
     "METHOD_TRAITS": "ft.hookspecs:METHOD_TRAITS",
     "Command": "ft.cli:Command",
+    "discover": "ft.plugins:discover",
+    "available_options": "ft.config:available_options",
     # errors (one line, exit code 2)
     "FtUserError": "ft.errors:FtUserError",
     "ConfigError": "ft.errors:ConfigError",
@@ -70,9 +73,9 @@ _EXPORTS: dict[str, str] = {
     "prompt_key": "ft.data.preference:prompt_key",
     "IGNORE_INDEX": "ft.data.formats:IGNORE_INDEX",
     # run outputs
-    "read_metrics": "ft.builtin.outputs:read_metrics",
-    "plot_curves": "ft.builtin.outputs:plot_curves",
-    "write_model_card": "ft.model_card:write_model_card",
+    "read_metrics": "ft.records:read_metrics",
+    "plot_curves": "ft.records:plot_curves",
+    "JobResult": "ft.runner:JobResult",
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
     "run_lifecycle": "ft.testing:run_lifecycle",

@@ -73,3 +73,31 @@ def rotate(root: Path, limit: int | None) -> None:
     found = complete_checkpoints(root)
     for old in found[: max(0, len(found) - max(limit, 1))]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_resume_from(value: str, run_root: str) -> Path:
+    """The complete checkpoint ``run.resume_from`` names; :class:`ConfigError` when there is none."""
+    from ft.errors import ConfigError
+
+    if value == "last":
+        runs = sorted((p for p in Path(run_root).glob("*") if (p / "checkpoints").is_dir()),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for run in runs:
+            found = last_complete_checkpoint(run / "checkpoints")
+            if found is not None:
+                return found
+        raise ConfigError(f"run.resume_from=last: no run under run.root={run_root!r} has a complete checkpoint")
+    path = Path(value).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise ConfigError(f"run.resume_from={value!r}: {exc.strerror or exc}") from exc
+    if not exists:
+        raise ConfigError(f"run.resume_from={value!r}: no such file or folder; name a checkpoint folder or a run folder")
+    if (path / MARK).is_file():
+        return path
+    found = last_complete_checkpoint(path / "checkpoints") or last_complete_checkpoint(path)
+    if found is None:
+        raise ConfigError(f"run.resume_from={value!r}: not a complete checkpoint, and no complete checkpoint under it "
+                          f"(a checkpoint is complete once it holds {MARK})")
+    return found

@@ -53,6 +53,7 @@ attribute it is expected to set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -451,6 +452,18 @@ def save_model(ctx: RunContext, output_dir: str) -> Any:
     When: after ``post_train``, on every rank (gathering sharded weights is collective); only rank 0
     writes. Returns: ``True`` once saved. Combine: firstresult (capability ``model_saver``); the
     builtin writes through ``trainer.save_model`` into a temporary folder and renames it when complete.
+    """
+
+
+@hookspec
+def post_sweep(sweep_dir: Path, results: list[Any], objective: str | None, direction: str) -> None:
+    """Report on a finished sweep (``ft run -m``): a summary table, a plot, the best job.
+
+    When: after the last job of a multirun, in the process that ran ``ft run -m``; asked of every
+    installed plugin. Receives: the sweep folder, one :class:`ft.api.JobResult` per job (``run_dir``,
+    ``overrides``, ``status`` "ok"/"failed"/"user-error", ``error``, final ``metrics``), and the config's
+    ``sweep.objective`` (``None``: none) and ``sweep.direction`` ("minimize"/"maximize").
+    Returns: nothing. Combine: collected.
     """
 
 

@@ -214,19 +214,15 @@ def _log_parameters(model: Any) -> None:
 
 
 def _write_outputs(ctx: RunContext, metrics: dict[str, Any], started: float) -> None:
-    """The run's closing outputs, on rank 0: wall time in the metrics, the loss curve, ``summary.json``."""
-    from ft.builtin.outputs import plot_losses, read_metrics
-
+    """The run's closing record, on rank 0: wall time in the metrics, ``summary.json``."""
     metrics["wall_time_s"] = round(time.monotonic() - started, 1)
     if not ctx.is_main:
         return
-    if ctx.cfg.run.plot and plot_losses(read_metrics(ctx.metrics_path), ctx.run_dir / "loss.png", title=ctx.run_dir.name):
-        log.info("loss curve: %s", ctx.run_dir / "loss.png")
     (ctx.run_dir / "summary.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
 
 
 def _finish_interrupted(ctx: RunContext, metrics: dict[str, Any], started: float) -> dict[str, Any]:
-    """A run stopped by a signal: its checkpoint is saved; write the loss curve and a summary marked
+    """A run stopped by a signal: its checkpoint is saved; write a summary marked
     interrupted, and say how to resume. No final model, no final evaluation."""
     step = ctx.trainer.state.global_step
     metrics.update(interrupted=ctx.interrupted, step=step)

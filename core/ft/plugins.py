@@ -42,12 +42,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ft.builtin.model",
     "ft.builtin.data",
     "ft.builtin.sft",
-    "ft.builtin.outputs",
+    "ft.fallbacks",
     "ft.builtin.reliability",
     "ft.builtin.default_task",
     "ft.builtin.generate",
     "ft.builtin.evaluate",
-    "ft.builtin.scaffold",
 )
 
 

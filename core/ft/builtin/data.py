@@ -9,7 +9,10 @@ Nothing heavy is imported at module level: ``ft validate`` stays fast.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ft import hookimpl
@@ -221,3 +224,66 @@ def cli_commands() -> list[Any]:
 
     return [Command(name="preprocess", help="tokenize and cache the data of a config; report counts, show examples",
                     run=_run_preprocess, add_arguments=_add_preprocess_arguments)]
+
+
+#: Written when the final model is saved (rank 0): each split's content hashes and the source files'; the
+#: model card cites it.
+DATASETS_RECORD = "datasets.json"
+
+
+@hookimpl
+def post_save(ctx: RunContext, output_dir: str) -> None:
+    """``datasets.json`` in the run folder: what the model was trained on, by content hash."""
+    from ft.schema import to_plain
+
+    if ctx.datasets is not None and ctx.cfg.get("data") is not None:
+        record_datasets(ctx.run_dir, ctx.datasets, to_plain(ctx.cfg.data))
+
+
+def table_sha256(table: Any) -> str:
+    """SHA-256 of an Arrow table's contents, independent of how it is chunked or memory-mapped."""
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        sink = pa.BufferOutputStream()
+        batch = pa.record_batch([column], names=[name])
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        digest.update(sink.getvalue().to_pybytes())
+    return digest.hexdigest()
+
+
+def record_datasets(run_dir: Path, bundle: Any, cfg_data: dict[str, Any]) -> None:
+    """Write ``datasets.json``: per split, the sha256 of the examples trained on (and of the source files)."""
+    from ft.data.sources import is_local, resolve_files
+
+    splits = {}
+    for split in ("train", "eval"):
+        dataset = getattr(bundle, split, None)
+        if dataset is None or not hasattr(dataset, "data"):
+            continue
+        splits[split] = {"examples": len(dataset), "sha256": table_sha256(dataset.data.table)}
+    sources = []
+    entries = [{"path": cfg_data.get("path"), "split": "train"}, {"path": cfg_data.get("val_path"), "split": "eval"},
+               *[{**e, "split": "train"} for e in cfg_data.get("datasets") or []],
+               *[{**e, "split": "eval"} for e in cfg_data.get("val_datasets") or []]]
+    for entry in entries:
+        path = entry.get("path")
+        if not path:
+            continue
+        if not is_local(str(path)):  # a Hub dataset: its id (ft reads it from the local cache)
+            sources.append({"path": str(path), "split": entry["split"]})
+            continue
+        try:
+            files = resolve_files(str(path), entry.get("split") or "train", entry.get("data_files"))
+        except Exception:  # noqa: BLE001 - a source that cannot be re-read keeps its name only
+            files = []
+        for file in files or [Path(str(path))]:
+            source = {"path": str(file), "split": entry["split"]}
+            if file.is_file():
+                with file.open("rb") as handle:
+                    source["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
+            sources.append(source)
+    (run_dir / DATASETS_RECORD).write_text(json.dumps({"splits": splits, "sources": sources}, indent=2) + "\n")

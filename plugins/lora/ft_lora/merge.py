@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ft.api import ADAPTER_RECORD as FT_ADAPTER_FILE
-from ft.api import FtUserError, quantization_config, write_model_card
+from ft.api import FtUserError, quantization_config
+from ft_outputs.card import write_model_card
 
 DTYPES = ("float32", "bfloat16", "float16")
 

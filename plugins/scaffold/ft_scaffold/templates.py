@@ -515,7 +515,7 @@ import json
 
 from ft.api import IGNORE_INDEX
 from ft.cli import main
-from ft.testing import run_lifecycle
+from ft.api import run_lifecycle
 
 
 def test_the_answer_and_its_end_of_turn_are_the_only_trained_tokens(tiny_model_dir):

@@ -15,9 +15,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ft import hookimpl
-from ft.errors import ConfigError
-from ft.plugins import PluginInfo
+from ft.api import hookimpl
+from ft.api import ConfigError
+from ft.api import PluginInfo
 
 FT_PLUGIN = PluginInfo(name="scaffold", description="ft new-plugin: write a complete plugin distribution to start from")
 
@@ -25,7 +25,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ft.builtin.scaffold_templates import GROUPS
+    from ft_scaffold.templates import GROUPS
 
     parser.add_argument("name", help="the plugin's name: lower case letters, digits and _ (it names the option too)")
     parser.add_argument("--group", required=True, choices=sorted(GROUPS), help="the config group its option joins")
@@ -34,7 +34,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def files_for(name: str, group: str) -> dict[str, str]:
     """Relative path -> text of every file of the plugin ``name`` in ``group``."""
-    from ft.builtin.scaffold_templates import GROUPS, PYPROJECT, README
+    from ft_scaffold.templates import GROUPS, PYPROJECT, README
 
     description, plugin, test, option_yaml, options_doc, example = GROUPS[group]
     values = {"name": name, "group": group, "Class": "".join(part.title() for part in name.split("_")),
@@ -58,8 +58,8 @@ def check_name(name: str, group: str) -> None:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ConfigError(f"'{name}' is not a valid plugin name: use 2-40 lower case letters, digits and _, "
                           "starting with a letter (it becomes the package ft_NAME and the option GROUP=NAME)")
-    from ft.config import available_options
-    from ft.plugins import discover
+    from ft.api import available_options
+    from ft.api import discover
 
     found = discover([])
     if name in {p.name for p in [*found.plugins, *found.disabled]}:
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 
 @hookimpl
 def cli_commands() -> list[Any]:
-    from ft.cli import Command
+    from ft.api import Command
 
     return [Command(name="new-plugin", help="write a complete plugin distribution to start from (--group ...)",
                     run=_run, add_arguments=_add_arguments)]

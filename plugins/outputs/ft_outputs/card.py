@@ -9,74 +9,27 @@ versions, the hyperparameters that matter, final metrics and the loss curve.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-#: Written by the run (rank 0) when the final model is saved: each split's content hashes.
+#: Written by the data stage (rank 0) when the final model is saved: each split's content hashes.
 DATASETS_RECORD = "datasets.json"
 #: ``model.name_or_path`` values that stand for a Hub model ft ships offline.
 _BUILTIN_HUB_IDS = {"builtin:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-#: (label, config path) of the hyperparameters the card lists, when set.
+#: (label, config path) of the kernel's hyperparameters the card lists, when set; the selected adapter's and
+#: method's own scalar options follow, named by their keys (``adapter.r``, ``method.beta``).
 _HYPERPARAMETERS = (
     ("learning rate", "optim.lr"), ("optimizer", "optim.name"), ("scheduler", "optim.scheduler"),
     ("warm-up steps", "optim.warmup_steps"), ("weight decay", "optim.weight_decay"),
     ("micro batch size", "trainer.micro_batch_size"),
     ("gradient accumulation steps", "trainer.gradient_accumulation_steps"), ("epochs", "trainer.num_epochs"),
     ("max steps", "trainer.max_steps"), ("precision", "trainer.precision"), ("sequence length", "data.sequence_len"),
-    ("LoRA rank", "adapter.r"), ("LoRA alpha", "adapter.alpha"), ("beta", "method.beta"), ("seed", "seed"),
+    ("seed", "seed"),
 )
-
-
-def table_sha256(table: Any) -> str:
-    """SHA-256 of an Arrow table's contents, independent of how it is chunked or memory-mapped."""
-    import pyarrow as pa
-
-    digest = hashlib.sha256()
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        sink = pa.BufferOutputStream()
-        batch = pa.record_batch([column], names=[name])
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        digest.update(sink.getvalue().to_pybytes())
-    return digest.hexdigest()
-
-
-def record_datasets(run_dir: Path, bundle: Any, cfg_data: dict[str, Any]) -> None:
-    """Write ``datasets.json``: per split, the sha256 of the examples trained on (and of the source files)."""
-    from ft.data.sources import is_local, resolve_files
-
-    splits = {}
-    for split in ("train", "eval"):
-        dataset = getattr(bundle, split, None)
-        if dataset is None or not hasattr(dataset, "data"):
-            continue
-        splits[split] = {"examples": len(dataset), "sha256": table_sha256(dataset.data.table)}
-    sources = []
-    entries = [{"path": cfg_data.get("path"), "split": "train"}, {"path": cfg_data.get("val_path"), "split": "eval"},
-               *[{**e, "split": "train"} for e in cfg_data.get("datasets") or []],
-               *[{**e, "split": "eval"} for e in cfg_data.get("val_datasets") or []]]
-    for entry in entries:
-        path = entry.get("path")
-        if not path:
-            continue
-        if not is_local(str(path)):  # a Hub dataset: its id (ft reads it from the local cache)
-            sources.append({"path": str(path), "split": entry["split"]})
-            continue
-        try:
-            files = resolve_files(str(path), entry.get("split") or "train", entry.get("data_files"))
-        except Exception:  # noqa: BLE001 - a source that cannot be re-read keeps its name only
-            files = []
-        for file in files or [Path(str(path))]:
-            source = {"path": str(file), "split": entry["split"]}
-            if file.is_file():
-                with file.open("rb") as handle:
-                    source["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
-            sources.append(source)
-    (run_dir / DATASETS_RECORD).write_text(json.dumps({"splits": splits, "sources": sources}, indent=2) + "\n")
+#: Sections whose scalar options the card lists after the kernel's.
+_OPTION_SECTIONS = ("adapter", "method")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -145,6 +98,10 @@ def write_model_card(folder: Path, run_dir: Path, merged_from: Path | None = Non
     lines += ["## Training hyperparameters", "", "| | |", "|---|---|"]
     lines += [f"| {label} | {_fmt(value)} |" for label, path in _HYPERPARAMETERS
               if (value := _get(config, path)) not in (None, -1, "")]
+    for section in _OPTION_SECTIONS:
+        options = config.get(section) if isinstance(config.get(section), dict) else {}
+        lines += [f"| {section}.{key} | {_fmt(value)} |" for key, value in options.items()
+                  if isinstance(value, (int, float, str, bool)) and key != "name" and value not in ("", None)]
     if metrics:
         lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if isinstance(v, (int, float, str))]
@@ -170,6 +127,6 @@ def write_model_card(folder: Path, run_dir: Path, merged_from: Path | None = Non
 
 
 def _ft_version() -> str:
-    from ft import __version__
+    from ft.api import FT_VERSION
 
-    return __version__
+    return FT_VERSION

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.builtin.scaffold_templates import GROUPS
+from ft_scaffold.templates import GROUPS
 from ft.cli import main
 from ft.testing import run_ft
 

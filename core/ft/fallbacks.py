@@ -1,0 +1,59 @@
+"""The kernel's fallbacks: what a run does when no plugin builds it (registered like any plugin, ``trylast``).
+
+They claim no capability: a plugin implementing the same hook plainly takes over.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ft import hookimpl
+from ft.context import LossCall, LossResult, RunContext
+from ft.plugins import PluginInfo
+
+FT_PLUGIN = PluginInfo(name="ft", description="The kernel's fallbacks: arguments class, loss, training loop, save",
+                       always_active=True)
+
+
+@hookimpl(trylast=True)
+def training_args_class(ctx: RunContext) -> type:
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+@hookimpl(trylast=True)
+def loss(ctx: RunContext, call: LossCall) -> LossResult:
+    """The method's own loss, innermost in the chain that loss kernels replace and wrappers extend."""
+    return call.method_loss()
+
+
+@hookimpl(trylast=True)
+def run_training(ctx: RunContext) -> Any:
+    from ft.checkpoints import resolve_resume_from
+
+    resume = ctx.cfg.run.resume_from
+    checkpoint = str(resolve_resume_from(resume, ctx.cfg.run.root)) if resume else None
+    return ctx.trainer.train(resume_from_checkpoint=checkpoint)
+
+
+@hookimpl(trylast=True)
+def save_model(ctx: RunContext, output_dir: str) -> bool:
+    """Save into a temporary folder first so a crash never leaves a half-written model.
+
+    Every rank calls ``trainer.save_model`` (gathering sharded weights is collective); it writes on
+    rank 0 only, which then adds the tokenizer and renames the folder into place.
+    """
+    final = Path(output_dir)
+    partial = final.with_name(final.name + ".partial")
+    if ctx.is_main:
+        shutil.rmtree(partial, ignore_errors=True)
+    ctx.trainer.save_model(str(partial))
+    if ctx.is_main:
+        if ctx.tokenizer is not None:
+            ctx.tokenizer.save_pretrained(str(partial))
+        (partial / "training_args.bin").unlink(missing_ok=True)
+        partial.rename(final)
+    return True

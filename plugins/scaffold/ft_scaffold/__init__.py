@@ -1,0 +1,1 @@
+"""ft-scaffold: ft new-plugin: write a complete plugin distribution to start from."""

@@ -291,6 +291,38 @@ def test_hook_post_model_load(recorded):
     assert seen["model"] and not seen["trainer"]
 
 
+def test_hook_gather_weights(tiny_model_dir, tmp_path):
+    """Every manager a plugin returns is entered around a block that needs whole weights; None is skipped."""
+    import contextlib
+
+    from ft.api import gathered_weights
+
+    seen: list[str] = []
+
+    class Gatherer:
+        @hookimpl
+        def gather_weights(self, ctx, model):
+            @contextlib.contextmanager
+            def gather():
+                seen.append(f"gather {type(model).__name__}")
+                yield
+                seen.append("release")
+
+            return gather()
+
+    class AlreadyWhole:
+        @hookimpl
+        def gather_weights(self, ctx, model):
+            return None
+
+    rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
+    ctx = build_context([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}"], tmp_path / "run",
+                        Gatherer(), AlreadyWhole())
+    with gathered_weights(ctx):
+        seen.append("forward")
+    assert seen == [f"gather {type(ctx.model).__name__}", "forward", "release"]
+
+
 def test_hook_load_reference_model(tiny_model_dir, tmp_path):
     import torch
 

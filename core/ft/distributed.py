@@ -130,21 +130,14 @@ def main_process_first(ranks: Ranks) -> Iterator[None]:
             barrier(ranks)
 
 
-def weights_are_partitioned(model: Any) -> bool:
-    """Whether the model's parameters are partitioned across ranks (DeepSpeed ZeRO-3): each rank holds an
-    empty placeholder per parameter, and a forward pass outside the engine cannot run."""
-    return any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())
-
-
 @contextlib.contextmanager
-def gathered_weights(model: Any) -> Iterator[None]:
+def gathered_weights(ctx: Any, model: Any = None) -> Iterator[None]:
     """Every parameter whole on every rank for the block, for forward passes outside training (scoring,
-    checks, samples): under ZeRO-3 through DeepSpeed's own ``GatheredParameters`` (collective: every rank
-    enters the block together); with any other engine, nothing to do."""
-    if not weights_are_partitioned(model):
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+    checks, samples) of ``model`` (default ``ctx.model``): the context managers the active plugins'
+    ``gather_weights`` hook returns are entered (a sharding engine gathers its partitions; collective:
+    every rank enters the block together); with none, nothing to do."""
+    with contextlib.ExitStack() as stack:
+        for manager in ctx.pm.hook.gather_weights(ctx=ctx, model=ctx.model if model is None else model):
+            if manager is not None:
+                stack.enter_context(manager)
         yield

@@ -309,6 +309,17 @@ def shard_model(ctx: RunContext) -> None:
 
 
 @hookspec
+def gather_weights(ctx: RunContext, model: Any) -> Any:
+    """Make ``model``'s weights whole on every rank for a forward pass outside training.
+
+    When: whenever a plugin scores, checks or samples with the model (``ft.api.gathered_weights(ctx)``),
+    on every rank together. Who belongs here: an engine that partitions weights across ranks (DeepSpeed
+    ZeRO-3 returns its ``GatheredParameters``). Returns: a context manager the kernel enters around the
+    block, or ``None`` when the weights are already whole. Combine: collected; every manager is entered.
+    """
+
+
+@hookspec
 def post_model_load(ctx: RunContext) -> None:
     """Phase *ready*: the model is final; observe it (count parameters, log, check) without changing it.
 

@@ -77,7 +77,7 @@ def post_trainer_create(ctx: RunContext) -> None:
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples before training...", len(state["eval_rows"]))
-    with gathered_weights(ctx.model):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
+    with gathered_weights(ctx):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
         state["before"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
                                 progress="held-out before" if ctx.is_main else None, sampler=_sampler(ctx))
     log.info("held-out accuracy before training: %.1f%%", 100 * state["before"].accuracy)
@@ -90,7 +90,7 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
 
     state = ctx.extras["default_task"]
     log.info("scoring %d held-out examples after training...", len(state["eval_rows"]))
-    with gathered_weights(ctx.model):
+    with gathered_weights(ctx):
         state["after"] = score(ctx.model, ctx.tokenizer, state["eval_rows"], batch_size=16,
                                progress="held-out after" if ctx.is_main else None, sampler=_sampler(ctx))
     metrics["task_accuracy_before"] = state["before"].accuracy

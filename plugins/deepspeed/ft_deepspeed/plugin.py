@@ -122,6 +122,17 @@ def join_process_group() -> None:
 
 
 @hookimpl
+def gather_weights(ctx: Any, model: Any) -> Any:
+    """Under ZeRO-3 each rank holds an empty placeholder per parameter: DeepSpeed's ``GatheredParameters``
+    makes them whole for a forward pass outside the engine (scoring, checks, samples)."""
+    if not any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()):
+        return None
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+
+@hookimpl
 def training_args(ctx: Any) -> dict[str, Any]:
     stage = selected_stage(ctx.choices)
     if stage is None:

@@ -176,7 +176,7 @@ def post_trainer_create(ctx: RunContext) -> None:
     state = ctx.extras["diffusion"]
     log.info("diffusion: masked-token accuracy on %d held-out rows at mask ratio %.2f...", len(ctx.datasets.eval),
              ctx.cfg.method.eval_mask_ratio)
-    with gathered_weights(ctx.model):  # every rank measures, together (ZeRO-3 gathers the partitioned weights)
+    with gathered_weights(ctx):  # every rank measures, together (ZeRO-3 gathers the partitioned weights)
         state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
                                           ctx.cfg.method.eval_mask_ratio)
 
@@ -188,7 +188,7 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     state = ctx.extras["diffusion"]
     if ctx.datasets.eval is None:
         return
-    with gathered_weights(ctx.model):
+    with gathered_weights(ctx):
         after = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
                                 ctx.cfg.method.eval_mask_ratio)
     metrics["masked_accuracy_after"] = after

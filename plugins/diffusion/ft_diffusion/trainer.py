@@ -188,7 +188,7 @@ def samples_callback(ctx: Any, sample: Any, prompts: list[list[int]], every: int
             if not every or state.global_step % every:
                 return
             # Every rank samples (a sharded model's forward is collective); rank 0 writes.
-            with gathered_weights(ctx.model):
+            with gathered_weights(ctx):
                 answers = sample(prompts, SAMPLE_TOKENS)
             if not state.is_world_process_zero:
                 return

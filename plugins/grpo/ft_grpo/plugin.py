@@ -143,7 +143,7 @@ def _score(ctx: RunContext, label: str) -> Any:
     if not rows:
         return None
     log.info("scoring %d held-out prompts %s training...", len(rows), label)
-    with gathered_weights(ctx.model):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
+    with gathered_weights(ctx):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
         return score_held_out(ctx.model, ctx.tokenizer, rows, reward_funcs(ctx),
                               [float(e.weight) for e in reward_entries(ctx)], ctx.cfg.method.max_completion_length,
                               state["format"], progress=f"held-out {label}" if ctx.is_main else None)

@@ -58,7 +58,7 @@ def prepare_model(ctx: Any) -> None:
     log.info("kd: teacher = %s as loaded (%d layers); its top-%d over %d rows first", ctx.cfg.model.name_or_path,
              ctx.model.config.num_hidden_layers, method.top_k, sum(len(s) for s in splits))
     with tqdm(total=sum(len(s) for s in splits), desc="teacher top-k", unit="row", file=sys.stderr,
-              disable=None if ctx.is_main else True) as bar, gathered_weights(ctx.model):
+              disable=None if ctx.is_main else True) as bar, gathered_weights(ctx):
         store = teacher_topk(ctx.model, splits, method.top_k, progress=bar)
     store.meta["teacher"] = f"{ctx.cfg.model.name_or_path} (self)"
     total = ctx.model.config.num_hidden_layers

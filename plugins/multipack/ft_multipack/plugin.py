@@ -97,7 +97,7 @@ def collator(ctx: Any) -> Any:
         built = PackedCollator(pad_id, attention="block_mask" if mode == "block_mask" else "position_ids",
                                attn_implementation=implementation, mask_dtype=dtype,
                                pad_to_multiple_of=packing.pad_to_multiple_of)
-        with gathered_weights(model):  # every rank checks, together (ZeRO-3 gathers the partitioned weights)
+        with gathered_weights(ctx, model):  # every rank checks, together (ZeRO-3 gathers the partitioned weights)
             gaps[mode] = isolation_gap(model, built, int(model.config.vocab_size))
         if gaps[mode] <= _tolerance(dtype):
             log.info("packing: attention=%s (%s; model attention %s); a row's logits packed and alone differ by %.1e",

@@ -181,7 +181,7 @@ def test_every_good_config_passes(files, capsys, monkeypatch):
 
 def test_a_row_far_longer_than_sequence_len_is_dropped_without_tokenizing(tmp_path):
     """A 50 MB row is dropped by its character count: the tokenizer never sees it."""
-    from ft.data import BUILTIN_FORMATS, prepare_data
+    from ft_data.api import BUILTIN_FORMATS, prepare_data
 
     class CountingTokenizer:
         """Fails the test if asked to tokenize the huge row."""

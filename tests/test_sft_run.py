@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ft.cli import main
-from ft.data import IGNORE_INDEX, format_alpaca, format_chat_template
+from ft_data.api import IGNORE_INDEX, format_alpaca, format_chat_template
 
 
 def tiny_run_args(model_dir: Path, data: Path, root: Path, name: str, steps: int = 16) -> list[str]:

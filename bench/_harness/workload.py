@@ -57,7 +57,7 @@ def build_model(name: str, seed: int = 0) -> Path:
         with tempfile.TemporaryDirectory() as scratch:
             tokenizer = build_tokenizer(Path(scratch), vocab_size=TINY_VOCAB)
     else:
-        from ft.models.smollm2 import ensure_smollm2
+        from ft_model.smollm2 import ensure_smollm2
 
         tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, rms_norm_eps=1e-5,

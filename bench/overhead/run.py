@@ -53,7 +53,7 @@ def check_same_data(model: Path, rows: Path, sequence_len: int) -> int:
     from transformers import AutoTokenizer
 
     from bench._harness.hf_sft import tokenize
-    from ft.data import BUILTIN_FORMATS, prepare_data
+    from ft_data.api import BUILTIN_FORMATS, prepare_data
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     baseline = tokenize([json.loads(line) for line in rows.open()], tokenizer, sequence_len)

@@ -4,7 +4,7 @@
         [--capacities 2048 4096] [--train-sequence-len 2048] [--steps 8] [--repeat 3] [--smoke]
 
 The mix: ../shared/data/gpteacher/toolformer.json and roleplay.json (alpaca rows) and GSM8K train
-(question -> instruction, answer -> output), tokenized by ft's own data stage (``ft.data.prepare_data``,
+(question -> instruction, answer -> output), tokenized by ft's own data stage (``ft_data.api.prepare_data``,
 the alpaca format, SmolLM2-135M-Instruct's tokenizer, ``sequence_len`` 4096 so no row is dropped). The
 row lengths are cached as .npy under the benchmark cache (``FT_BENCH_CACHE``, default ~/.cache/ft-bench).
 
@@ -112,7 +112,7 @@ def mix_lengths(datasets: list[dict[str, Any]], tokenizer_dir: Path) -> tuple[np
         return arrays["lengths"], arrays["trained"], json.loads(meta_path.read_text())
     from transformers import AutoTokenizer
 
-    from ft.data import BUILTIN_FORMATS, prepare_data
+    from ft_data.api import BUILTIN_FORMATS, prepare_data
     from ft_multipack.sampler import row_lengths
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -251,7 +251,7 @@ def build_bench_model(seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ft.models.smollm2 import ensure_smollm2
+    from ft_model.smollm2 import ensure_smollm2
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, rms_norm_eps=1e-5,
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from ft.models.smollm2 import ensure_smollm2
+    from ft_model.smollm2 import ensure_smollm2
 
     load_before = load_average()
     datasets = mix_datasets(args.max_rows)

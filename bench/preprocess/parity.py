@@ -32,7 +32,7 @@ def gsm8k(n: int) -> list[dict[str, Any]]:
 
 
 def hh_messages(n: int) -> list[list[dict[str, str]]]:
-    from ft.data.preference import parse_hh_dialogue
+    from ft_preference.loader import parse_hh_dialogue
 
     out = []
     with gzip.open(DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as handle:
@@ -105,7 +105,7 @@ def run_axolotl(python: str, case: dict[str, Any], tokenizer_dir: str, workdir: 
 
 
 def run_ft(case: dict[str, Any], tokenizer: Any) -> list[dict[str, Any]]:
-    from ft.data import BUILTIN_FORMATS, FormatOptions, run_format
+    from ft_data.api import BUILTIN_FORMATS, FormatOptions, run_format
 
     options = FormatOptions(sequence_len=case.get("sequence_len", 2048), train_on_inputs=case.get("train_on_inputs", False),
                             **case.get("options", {}))
@@ -129,7 +129,7 @@ def main() -> int:
         parser.error("name the Axolotl venv's python: --axolotl-python PATH or AXOLOTL_PYTHON=PATH (see BENCHMARKS.md)")
     from transformers import AutoTokenizer
 
-    from ft.models.smollm2 import ensure_smollm2
+    from ft_model.smollm2 import ensure_smollm2
 
     tokenizer_dir = str(ensure_smollm2())
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

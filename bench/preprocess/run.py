@@ -28,7 +28,7 @@ DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def chat_rows() -> list[dict]:
-    from ft.data.preference import parse_hh_dialogue
+    from ft_preference.loader import parse_hh_dialogue
 
     rows = []
     with gzip.open(DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as handle:
@@ -43,8 +43,8 @@ def chat_rows() -> list[dict]:
 def time_ft(path: Path, fmt: str, num_proc: int | None, repeat: int) -> tuple[float, int]:
     from transformers import AutoTokenizer
 
-    from ft.data import BUILTIN_FORMATS, prepare_data
-    from ft.models.smollm2 import ensure_smollm2
+    from ft_data.api import BUILTIN_FORMATS, prepare_data
+    from ft_model.smollm2 import ensure_smollm2
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
     cfg = {"path": str(path), "format": fmt, "sequence_len": 2048, "num_proc": num_proc, "shuffle": False}
@@ -58,7 +58,7 @@ def time_ft(path: Path, fmt: str, num_proc: int | None, repeat: int) -> tuple[fl
 
 
 def time_axolotl(python: str, path: Path, kind: str, repeat: int) -> float | None:
-    from ft.models.smollm2 import ensure_smollm2
+    from ft_model.smollm2 import ensure_smollm2
 
     if not Path(python).exists():
         return None

@@ -35,7 +35,8 @@ _EXPORTS: dict[str, str] = {
     "bounded": "ft.schema:bounded",
     "named": "ft.schema:named",
     "to_plain": "ft.schema:to_plain",
-    "DatasetConfig": "ft.schema:DatasetConfig",
+    "validate_node": "ft.schema:validate_node",
+    "ConfigSection": "ft.schema:ConfigSection",
     "DistConfig": "ft.schema:DistConfig",
     # the run and what hooks exchange
     "RunContext": "ft.context:RunContext",
@@ -58,26 +59,16 @@ _EXPORTS: dict[str, str] = {
     "ft_trainer_class": "ft.training:ft_trainer_class",
     "base_training_args": "ft.training:base_training_args",
     # models
-    "resolve_model_path": "ft.builtin.model:resolve_model_path",
-    "local_model_folder": "ft.builtin.model:local_model_folder",
     "path_exists": "ft.schema:path_exists",
-    "from_pretrained_offline_first": "ft.builtin.model:from_pretrained_offline_first",
-    "ADAPTER_RECORD": "ft.builtin.generate:ADAPTER_RECORD",
-    "quantization_config": "ft.builtin.generate:quantization_config",
     # data
-    "default_task_pairs": "ft.default_task:preference_pairs",
-    "default_task_rows": "ft.default_task:split_rows",
-    "read_rows": "ft.data.sources:read_rows",
-    "load_preference_rows": "ft.data.preference:load_preference_rows",
-    "split_by_prompt": "ft.data.preference:split_by_prompt",
-    "prompt_key": "ft.data.preference:prompt_key",
-    "IGNORE_INDEX": "ft.data.formats:IGNORE_INDEX",
+    "IGNORE_INDEX": "ft.token_loss:IGNORE_INDEX",
     # run outputs
     "read_metrics": "ft.records:read_metrics",
     "plot_curves": "ft.records:plot_curves",
     "JobResult": "ft.runner:JobResult",
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
+    "Session": "ft.runner:Session",
     "run_lifecycle": "ft.testing:run_lifecycle",
 }
 

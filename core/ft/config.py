@@ -36,18 +36,14 @@ class Composed:
     plugin_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-#: The model option whose name stands for its default ``model.name_or_path``.
-_MODEL_OPTION_DEFAULTS = {"smollm2": "builtin:smollm2-135m-instruct"}
-
-
 def describe_selection(choices: dict[str, str | None], model_name_or_path: str | None) -> str:
     """``method=sft, data=chat, model=/models/x, ...``: the selected options; the model is named by the
-    model it loads when ``model.name_or_path`` points away from the selected option's own."""
+    folder or hub id it loads (an option's own scheme, ``builtin:...``, keeps the option's name)."""
     parts = []
     for group, option in choices.items():
         if not option:
             continue
-        if group == "model" and model_name_or_path and _MODEL_OPTION_DEFAULTS.get(option, model_name_or_path) != model_name_or_path:
+        if group == "model" and model_name_or_path and ":" not in model_name_or_path:
             option = model_name_or_path
         parts.append(f"{group}={option}")
     return ", ".join(parts)
@@ -90,8 +86,6 @@ def available_options(plugins: list[LoadedPlugin]) -> dict[str, dict[str, str]]:
         for name in names:
             options.setdefault(group, {})[name] = "ft"
     for plugin in plugins:
-        if plugin.builtin:
-            continue
         for group, names in plugin.options.items():
             for name in names:
                 options.setdefault(group, {})[name] = plugin.name
@@ -125,8 +119,6 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
         for group, names in plugin.options.items():
             for name in names:
                 disabled_options.setdefault(group, {})[name] = plugin.name
-                if plugin.builtin:  # the kernel's conf/ lists a disabled builtin's options: drop them
-                    options.get(group, {}).pop(name, None)
     for plugin in broken or []:
         for group, names in plugin.options.items():
             for name in names:

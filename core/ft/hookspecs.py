@@ -83,6 +83,7 @@ CAPABILITIES: dict[str, str] = {
     "run_training": "training_loop",
     "save_model": "model_saver",
     "text_sampler": "sampler",
+    "load_for_inference": "inference_loader",
 }
 
 #: Traits a method option declares (``PluginInfo.traits``) and other plugins require
@@ -490,6 +491,21 @@ def text_sampler(method_config: dict[str, Any], model: Any, tokenizer: Any) -> A
     template already applied), the result one list of new token ids per prompt, which ft decodes and
     cuts at the end-of-sequence token. Who belongs here: methods whose models do not decode left to
     right (masked diffusion). Combine: firstresult (capability ``sampler``).
+    """
+
+
+@hookspec(firstresult=True)
+def load_for_inference(folder: Path, run_config: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Load a saved folder that ``from_pretrained`` alone cannot (an adapter without its base) to generate with.
+
+    When: whenever ft generates with or scores a saved model outside a run (``ft generate``, ``ft chat``,
+    ``ft eval``), asked of every installed plugin. Receives: the folder (a run's ``model/``, a checkpoint,
+    any folder); ``run_config``, the resolved ``config.yaml`` of the run that saved it (``{}`` outside a
+    run); ``options``: ``base`` (a base model the user named, or ``None``), ``load_kwargs`` (``dtype``,
+    ``device_map`` for ``from_pretrained``) and ``full_precision_base`` (load a quantised base unquantised).
+    Returns: ``(model, tokenizer_folder, description)`` with the model ready for inference, or ``None``
+    for a folder the plugin does not know; a plain model folder needs no plugin. Combine: firstresult
+    (capability ``inference_loader``).
     """
 
 

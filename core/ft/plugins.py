@@ -24,6 +24,7 @@ import importlib.metadata as md
 import importlib.util
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +40,9 @@ CONF_ENTRY_POINT_GROUP = "ft.conf"
 
 #: The kernel's own features, registered exactly like outside plugins.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "ft.builtin.model",
-    "ft.builtin.data",
     "ft.builtin.sft",
     "ft.fallbacks",
     "ft.builtin.reliability",
-    "ft.builtin.default_task",
-    "ft.builtin.generate",
-    "ft.builtin.evaluate",
 )
 
 
@@ -203,6 +199,20 @@ def kernel_conf_dir() -> Path:
     return found
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def default_distributions() -> set[str]:
+    """The plugin distributions installed with ft by default (its own requirements): their plugins are
+    builtin, so their ``trylast`` fallbacks claim no capability and ``ft plugins`` says "builtin"."""
+    try:
+        requirements = md.requires("ft") or []
+    except md.PackageNotFoundError:  # pragma: no cover - ft run from a source tree without metadata
+        return set()
+    return {_canonical(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requirements if "extra ==" not in r}
+
+
 def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -270,6 +280,7 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
         else:
             found.plugins.append(plugin)
 
+    defaults = default_distributions()
     entry_points = list(md.entry_points(group=ENTRY_POINT_GROUP))
     conf_eps = list(md.entry_points(group=CONF_ENTRY_POINT_GROUP))
     names = {p.name for p in found.plugins + found.disabled} | {ep.name for ep in entry_points}
@@ -288,10 +299,11 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
         wanted = ep.name in enabled or (autoload and (allow is None or ep.name in allow)) or \
             (not autoload and allow is not None and ep.name in allow)
         if ep.name in blocked or not wanted:
-            found.disabled.append(LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, False, conf_dir,
-                                               options, disabled=True))
+            found.disabled.append(LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, _canonical(dist) in defaults,
+                                               conf_dir, options, disabled=True))
             continue
-        plugin = LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, False, conf_dir, options, problem)
+        plugin = LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, _canonical(dist) in defaults, conf_dir,
+                              options, problem)
         found.plugins.append(plugin)
         try:
             plugin.module = ep.load()

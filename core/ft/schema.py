@@ -75,9 +75,6 @@ def named(default: Any = None, *, registry: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"registry": registry, **kwargs})
 
 
-#: transformers' attention implementations (``model.attn_implementation``); a hub kernel ("org/repo") also works.
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4",
-                             "flex_attention", "paged|eager", "paged|sdpa", "paged|flash_attention_2")
 #: transformers' ``SchedulerType`` values (a test keeps this list equal to transformers').
 SchedulerName = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                         "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
@@ -94,90 +91,6 @@ OptimizerName = Literal[
 
 
 @dataclass
-class ModelConfig:
-    name_or_path: str = "builtin:smollm2-135m-instruct"
-    tokenizer: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
-    attn_implementation: str | None = "sdpa"
-    chat_template: str | None = None
-
-
-@dataclass
-class DefaultTaskConfig:
-    train_rows: int = bounded(480, ge=1)
-    eval_rows: int = bounded(64, ge=0)
-    seed: int = 1234
-
-
-TrainOnEos = Literal["all", "turn", "last", "none"]
-
-
-@dataclass
-class DatasetConfig:
-    """One entry of ``data.datasets`` / ``data.val_datasets``; unset format options come from ``data.*``."""
-
-    path: str = "???"
-    format: str | None = named(None, registry="dataset_formats")
-    split: str = "train"
-    name: str | None = None
-    data_files: str | list[str] | None = None
-    max_rows: int | None = bounded(None, ge=1)
-    train_on_inputs: bool | None = None
-    field: str | None = None
-    field_messages: str | None = None
-    message_property_mappings: dict[str, str] | None = None
-    roles: dict[str, list[str]] | None = None
-    roles_to_train: list[str] | None = None
-    train_on_eos: TrainOnEos | None = None
-    message_field_training: str | None = None
-    field_system: str | None = None
-    chat_template: str | None = None
-    field_segments: str | None = None
-    template: str | None = None
-    train_marker: str | None = None
-    add_eos: bool | None = None
-
-
-@dataclass
-class DataConfig:
-    """The data stage (see docs/data.md): sources, format and its options, length policy, cache."""
-
-    path: str | None = path_field()
-    format: str = named("alpaca", registry="dataset_formats")
-    datasets: list[DatasetConfig] = dataclasses.field(default_factory=list)
-    sequence_len: int = bounded(512, ge=1)
-    val_size: float = bounded(0.0, ge=0)
-    val_path: str | None = path_field()
-    val_datasets: list[DatasetConfig] = dataclasses.field(default_factory=list)
-    train_on_inputs: bool = False
-    max_rows: int | None = bounded(None, ge=1)
-    shuffle: bool = True
-    seed: int | None = bounded(None, ge=0)
-    too_long: Literal["drop", "truncate", "error"] = "drop"
-    min_len: int = bounded(2, ge=0)
-    bad_rows: Literal["error", "drop"] = "error"
-    cache: bool = True
-    num_proc: int | None = bounded(None, ge=1)
-    # format options (each dataset may override them)
-    field: str = "text"
-    field_messages: str = "messages"
-    message_property_mappings: dict[str, str] | None = None
-    roles: dict[str, list[str]] | None = None
-    roles_to_train: list[str] = dataclasses.field(default_factory=lambda: ["assistant"])
-    train_on_eos: TrainOnEos = "turn"
-    message_field_training: str | None = "train"
-    field_system: str = "system"
-    chat_template: str | None = None
-    field_segments: str = "segments"
-    template: str | None = None
-    train_marker: str = "{train}"
-    add_eos: bool = True
-    task: DefaultTaskConfig | None = None
-
-
-@dataclass
 class OptimConfig:
     name: OptimizerName = "adamw_torch"
     lr: float = bounded(2e-5, gt=0)
@@ -188,11 +101,6 @@ class OptimConfig:
     max_grad_norm: float = bounded(1.0, ge=0)
     scheduler: SchedulerName = "cosine"
     warmup_steps: float = bounded(0, ge=0)
-
-
-#: transformers' reporting integrations (``trainer.report_to``; a test keeps this list equal to transformers').
-ReportTo = Literal["azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
-                   "neptune", "swanlab", "tensorboard", "trackio", "wandb", "all", "none"]
 
 
 @dataclass
@@ -209,7 +117,9 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = bounded(0, ge=0)
-    report_to: list[ReportTo] = field(default_factory=list)
+    #: transformers' reporting integrations (``wandb``, ``tensorboard``...); names and packages are checked
+    #: by the builtin ft-outputs plugin.
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -260,8 +170,6 @@ class DdpConfig(DistConfig):
 
 
 KERNEL_SCHEMAS: dict[str, type] = {
-    "model": ModelConfig,
-    "data": DataConfig,
     "optim": OptimConfig,
     "trainer": TrainerConfig,
     "method/sft": SftMethodConfig,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ft.api import DataError, DatasetBundle, RunContext, read_rows, to_plain
+from ft.api import DataError, DatasetBundle, RunContext, to_plain
+from ft_data.api import read_rows
 
 #: The reward a format implies when ``method.rewards`` is empty.
 DEFAULT_REWARDS = {"default_task": "sort_partial", "gsm8k": "numeric_match"}
@@ -95,7 +96,7 @@ def _count(value: float, total: int) -> int:
 
 def load_rows(data: dict[str, Any], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
     """Training and held-out rows (normalised) and the format they were read in."""
-    from ft.api import default_task_rows
+    from ft_default_task.task import split_rows as default_task_rows
 
     if not data.get("path"):
         task = data["task"]

@@ -40,7 +40,9 @@ def _fresh(out: str) -> Path:
 def dump(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ft.api import from_pretrained_offline_first, prepare_run, resolve_model_path
+    from ft.api import prepare_run
+
+    from ft_model.api import from_pretrained_offline_first, resolve_model_path
     from ft_kd.plugin import check_same_tokenizer, local_vocab_size
     from ft_kd.store import teacher_topk, write_dump
 
@@ -76,7 +78,9 @@ def make_student(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ft.api import DataError, from_pretrained_offline_first, resolve_model_path
+    from ft.api import DataError
+
+    from ft_model.api import from_pretrained_offline_first, resolve_model_path
     from ft_kd.store import cut_layers
 
     out = _fresh(args.out)

@@ -77,7 +77,7 @@ def config_schemas() -> dict[str, type]:
 
 def local_vocab_size(name: str) -> int | None:
     """``vocab_size`` from a local model folder's config.json (None when unknown), without loading anything."""
-    from ft.api import local_model_folder
+    from ft_model.api import local_model_folder
 
     folder = local_model_folder(name)
     if folder is None or not (folder / "config.json").is_file():
@@ -109,7 +109,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if method.teacher == "self" and not method.logprobs:
         return
     if method.teacher and not method.logprobs:
-        from ft.api import resolve_model_path
+        from ft_model.api import resolve_model_path
 
         try:
             resolve_model_path(method.teacher) if method.teacher.startswith(("builtin:", "/", ".", "~")) else None
@@ -169,7 +169,7 @@ def post_model_load(ctx: Any) -> None:
         return
     from transformers import AutoTokenizer
 
-    from ft.api import from_pretrained_offline_first, resolve_model_path
+    from ft_model.api import from_pretrained_offline_first, resolve_model_path
 
     source = resolve_model_path(method.teacher)
     check_same_tokenizer(from_pretrained_offline_first(AutoTokenizer, source), ctx.tokenizer, method.teacher)

@@ -12,7 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ft.api import ADAPTER_RECORD, ConfigError
+from ft.api import ConfigError
+from ft_lora.inference import ADAPTER_RECORD
 
 from ft_lora.schema import (
     ALL_LINEAR,
@@ -133,7 +134,7 @@ def save_initial_adapter(model: Any, folder: Path) -> None:
 
 def base_model_path(ctx: Any) -> str:
     """The real folder (or hub id) of the run's base model, never a ``builtin:`` alias."""
-    from ft.api import resolve_model_path
+    from ft_model.api import resolve_model_path
 
     return resolve_model_path(str(ctx.cfg.model.name_or_path))
 

@@ -18,8 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ft.api import ADAPTER_RECORD as FT_ADAPTER_FILE
-from ft.api import FtUserError, quantization_config
+from ft.api import FtUserError
+from ft_lora.inference import ADAPTER_RECORD as FT_ADAPTER_FILE
+from ft_lora.inference import quantization_config
 from ft_outputs.card import write_model_card
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -72,7 +73,7 @@ def run_config(adapter_dir: Path) -> dict[str, Any]:
 
 def describe_base(adapter_dir: Path, base_arg: str | None) -> tuple[str, dict[str, Any] | None, str]:
     """The base model to merge into, how it was quantised while training, and the run's dtype."""
-    from ft.api import resolve_model_path
+    from ft_model.api import resolve_model_path
 
     record: dict[str, Any] = {}
     if (adapter_dir / FT_ADAPTER_FILE).is_file():

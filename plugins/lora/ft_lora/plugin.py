@@ -15,13 +15,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft.api import PluginInfo, hookimpl, local_model_folder
+from ft.api import PluginInfo, hookimpl
+
+from ft_model.api import local_model_folder
 
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 
 FT_PLUGIN = PluginInfo(
     name="lora", contract="3.0",
     description="LoRA adapters on PEFT (adapter=lora): only adapter weights train; ft merge folds them in",
+    capabilities=("inference_loader",),
 )
 
 log = logging.getLogger("ft")
@@ -48,6 +51,14 @@ def cli_commands() -> list[Any]:
     from ft_lora.merge import merge_command
 
     return [merge_command()]
+
+
+@hookimpl
+def load_for_inference(folder: Path, run_config: dict[str, Any], options: dict[str, Any]) -> Any:
+    """A saved adapter on its base (quantised as it trained) for ``ft generate``, ``ft chat``, ``ft eval``."""
+    from ft_lora.inference import load_adapter_for_inference
+
+    return load_adapter_for_inference(folder, run_config, options)
 
 
 @hookimpl

@@ -25,6 +25,18 @@ FT_PLUGIN = PluginInfo(
     always_active=True,
 )
 
+#: transformers' reporting integrations, what ``trainer.report_to`` may name (a test keeps this list equal to
+#: transformers').
+REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+             "neptune", "swanlab", "tensorboard", "trackio", "wandb", "all", "none")
+#: The package each ``trainer.report_to`` integration needs (any one of them).
+REPORT_TO_PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",), "trackio": ("trackio",),
+    "comet_ml": ("comet_ml",), "neptune": ("neptune",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+    "codecarbon": ("codecarbon",), "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
+    "flyte": ("flytekit",), "kubeflow": ("kfp",),
+}
+
 log = logging.getLogger("ft")
 #: Step metrics go to ft.log only: the trainer's progress bar already shows them on the terminal.
 metrics_log = logging.getLogger("ft.metrics")
@@ -82,6 +94,23 @@ def pace_callback() -> Any:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@hookimpl
+def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
+    """``trainer.report_to``: integrations transformers knows, whose package is installed."""
+    import importlib.util
+
+    from ft.api import ConfigError, did_you_mean
+
+    for integration in cfg.trainer.report_to:
+        if integration not in REPORT_TO:
+            raise ConfigError(f"trainer.report_to=[{integration}]: no such integration{did_you_mean(integration, REPORT_TO)}; "
+                              f"expected some of {', '.join(REPORT_TO)}")
+        packages = REPORT_TO_PACKAGES.get(integration, ())
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise ConfigError(f"trainer.report_to=[{integration}]: the {packages[0]} package is not installed; "
+                              f"install it with: pip install {packages[0]} (or drop {integration} from trainer.report_to)")
 
 
 @hookimpl(tryfirst=True)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ft.api import read_rows
+    from ft_data.api import read_rows
     from ft_preference.rows import convert_rows
 
     kind = "unpaired" if getattr(args, "to", "pairs") == "kto" or getattr(args, "kto", False) else "paired"

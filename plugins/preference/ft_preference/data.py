@@ -4,7 +4,7 @@ Runs in place of ft's SFT data stage (this plugin provides the ``dataset`` capab
 want preference rows (prompt / chosen / rejected, or prompt / completion / label), not SFT-tokenized
 ``input_ids`` and ``labels``; TRL tokenizes the text rows itself.
 
-Reading and checking rows is the kernel's job (:func:`ft.data.load_preference_rows`: sources, role
+Reading and checking rows is :func:`ft_preference.loader.load_preference_rows`'s job (sources, role
 mapping, missing or empty fields, identical pairs, the ``bad_rows`` policy). This module adds what is
 specific to preference methods: converting common shapes first (GSM8K solutions, whole-dialogue
 pairs split at the last shared assistant turn), pairs -> KTO rows, a held-out split by prompt, the
@@ -17,7 +17,9 @@ import logging
 import random
 from typing import Any
 
-from ft.api import DataError, DatasetBundle, RunContext, load_preference_rows, read_rows, split_by_prompt, to_plain
+from ft.api import DataError, DatasetBundle, RunContext, to_plain
+from ft_data.api import read_rows
+from ft_preference.loader import load_preference_rows, split_by_prompt
 from ft_preference.render import Renderer, apply_length_limits
 from ft_preference.rows import convert_rows, detect_format, pairs_to_unpaired
 
@@ -91,7 +93,7 @@ def is_embedded_default(data: dict[str, Any]) -> bool:
 def embedded_pairs(task: dict[str, Any], kind: str) -> tuple[list, list, dict[str, Any], dict[str, Any]]:
     """The embedded default: the default task's pairs (right answer chosen, a plausible wrong one rejected),
     held-out pairs never sharing a set of numbers with training pairs; unpaired rows for KTO."""
-    from ft.api import default_task_pairs
+    from ft_default_task.task import preference_pairs as default_task_pairs
 
     train, held_out = default_task_pairs(int(task["train_pairs"]), int(task["eval_pairs"]), int(task["seed"]))
     if kind == "unpaired":

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     args = parser.parse_args()
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    from ft.api import resolve_model_path
+    from ft_model.api import resolve_model_path
     from transformers import AutoConfig
 
     path = resolve_model_path(args.model)

@@ -1,4 +1,4 @@
-"""Fixtures come from the ``ft.testing`` pytest plugin (tiny models, real data, ``run_ft``)."""
+"""Fixtures come from the ``ft_testing`` pytest plugin (tiny models, real data, ``run_ft``)."""
 
 import os
 

@@ -11,7 +11,7 @@ import pytest
 from ft.config import available_options, redact
 from ft.plugins import discover
 from ft.runner import Session, validate_all
-from ft.testing import run_ft
+from ft_testing import run_ft
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import typing
 import pytest
 
 from ft.cli import main
-from ft.testing import write_chat_rows
+from ft_testing import write_chat_rows
 
 #: The overrides that select each schema's option (``{pairs}`` and ``{chat}`` are data files).
 SELECT = {
@@ -199,7 +199,7 @@ def test_a_row_far_longer_than_sequence_len_is_dropped_without_tokenizing(tmp_pa
             assert len(text) < 1_000_000, "the over-long row was tokenized"
             return self.inner(text, *args, **kwargs)
 
-    from ft.testing import build_tokenizer
+    from ft_testing import build_tokenizer
 
     tokenizer = CountingTokenizer(build_tokenizer(tmp_path / "tok"))
     rows = [{"instruction": "Say hi.", "output": "Hi."}, {"instruction": "x" * 50_000_000, "output": "y"}]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ft.api import CONTRACT_VERSION
-from ft.testing import install_fake_plugin, run_ft
+from ft_testing import install_fake_plugin, run_ft
 
 #: A loss kernel written for an earlier contract: the loss hook then took the trainer's compute_loss arguments.
 OLD_LOSS = '''

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ft.testing import (assert_loads_without_ft, assert_same_run, distributed_env, free_port, install_fake_plugin,
+from ft_testing import (assert_loads_without_ft, assert_same_run, distributed_env, free_port, install_fake_plugin,
                         only_run, run_ft, tiny_job_args, write_chat_rows)
 
 pytestmark = pytest.mark.slow
@@ -215,7 +215,7 @@ import os, sys, time
 import torch, torch.distributed as dist
 import torch._dynamo, torch.nn.parallel.distributed  # imported once, before forking
 from ft.distributed import exit_process
-from ft.testing import free_port
+from ft_testing import free_port
 
 
 def rank(rank: int, port: int) -> None:

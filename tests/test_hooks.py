@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ft import hookimpl, hookspecs
-from ft.testing import build_context, install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
+from ft_testing import build_context, install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import pytest
 
 from ft import hookimpl
 from ft.api import LossResult
-from ft.testing import install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
+from ft_testing import install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
 
 LOSS_KERNEL = """
 from ft.api import PluginInfo, hookimpl
@@ -376,7 +376,7 @@ def test_scheduler_and_optimizer_names_match_transformers():
 def test_ft_testing_helpers_work_without_pytest(tmp_path):
     script = ("import sys; sys.modules['pytest'] = None\n"  # as if pytest were not installed
               "from pathlib import Path\n"
-              "import ft.testing as t\n"
+              "import ft_testing as t\n"
               "folder = t.build_tiny_model(Path(sys.argv[1]))\n"
               "rows = t.write_chat_rows(Path(sys.argv[1]) / 'chat.jsonl', n=4)\n"
               "print((folder / 'config.json').is_file(), rows.is_file())\n")

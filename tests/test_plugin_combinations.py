@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ft import hookimpl
-from ft.testing import run_lifecycle, write_chat_rows
+from ft_testing import run_lifecycle, write_chat_rows
 
 
 class Watch:

@@ -10,7 +10,7 @@ import pytest
 
 from ft.errors import PluginError
 from ft.plugins import LoadedPlugin, PluginInfo, active_plugins
-from ft.testing import install_fake_plugin, run_ft
+from ft_testing import install_fake_plugin, run_ft
 
 
 #: Installs a plugin distribution by hand (a module plus a .dist-info with entry points).

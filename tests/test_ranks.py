@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ft.testing import write_chat_rows
+from ft_testing import write_chat_rows
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def test_the_learning_rate_recorded_is_the_one_that_trains(name, tiny_model_dir,
 def test_a_method_preset_for_the_embedded_task_leaves_the_users_data_alone(tmp_path):
     """diffusion holds rows out of the default task only: on 32 rows of the user's data nothing is held out."""
     from ft.api import prepare_run
-    from ft.testing import write_chat_rows
+    from ft_testing import write_chat_rows
 
     rows = write_chat_rows(tmp_path / "chat.jsonl", n=32)
     own = prepare_run(["+method=diffusion", "data=chat", f"data.path={rows}"])

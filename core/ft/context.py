@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: The label of a position nothing is trained on (what ``labels`` hold for prompts and padding).
+IGNORE_INDEX = -100
+
 
 @dataclass
 class DatasetBundle:

@@ -40,9 +40,7 @@ CONF_ENTRY_POINT_GROUP = "ft.conf"
 
 #: The kernel's own features, registered exactly like outside plugins.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "ft.builtin.sft",
     "ft.fallbacks",
-    "ft.builtin.reliability",
 )
 
 
@@ -281,7 +279,10 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
             found.plugins.append(plugin)
 
     defaults = default_distributions()
-    entry_points = list(md.entry_points(group=ENTRY_POINT_GROUP))
+    # Registration order is hook-call order within a phase: the builtin plugins first (as pytest's
+    # default_plugins), then the others, each by name, so it never depends on the file system.
+    entry_points = sorted(md.entry_points(group=ENTRY_POINT_GROUP),
+                          key=lambda ep: (_canonical(_dist_of(ep)[0]) not in defaults, ep.name))
     conf_eps = list(md.entry_points(group=CONF_ENTRY_POINT_GROUP))
     names = {p.name for p in found.plugins + found.disabled} | {ep.name for ep in entry_points}
     for name in [*blocked, *enabled, *(allow or ())]:

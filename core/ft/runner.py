@@ -208,3 +208,12 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
                 (result.run_dir / "error.txt").write_text(traceback.format_exc())
     session.pm_all.hook.post_sweep(sweep_dir=sweep_dir, results=results, objective=objective[0], direction=objective[1])
     return 1 if any(r.status != "ok" for r in results) else 0
+
+
+def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object, p_flags: list[str] | None = None) -> dict[str, Any]:
+    """Run ``overrides`` exactly like ``ft run`` (the same :func:`prepare_run`), in this process, into
+    ``run_dir``; ``spies`` are extra plugin objects registered for the run (tests and notebooks watch the
+    model, the trainer or the batches with them). Returns the run's final metrics."""
+    from ft import lifecycle
+
+    return lifecycle.run(prepare_run(overrides, p_flags, spies=spies), run_dir)

@@ -123,11 +123,6 @@ class TrainerConfig:
 
 
 @dataclass
-class SftMethodConfig:
-    name: str = "sft"
-
-
-@dataclass
 class RunConfig:
     root: str = "runs"
     name: str = folder_name("")
@@ -172,7 +167,6 @@ class DdpConfig(DistConfig):
 KERNEL_SCHEMAS: dict[str, type] = {
     "optim": OptimConfig,
     "trainer": TrainerConfig,
-    "method/sft": SftMethodConfig,
     "run": RunConfig,
     "sweep": SweepConfig,
     "dist": DistConfig,

@@ -57,7 +57,7 @@ def pre_model_load(ctx: Any) -> None:
 
 @hookimpl
 def post_model_load(ctx: Any) -> None:
-    from ft.api import check_fusable
+    from ft_kernels.token_loss import check_fusable
 
     check_fusable(ctx.model, WHO)
     options = ctx.cfg.kernels
@@ -67,7 +67,7 @@ def post_model_load(ctx: Any) -> None:
 
 @hookimpl
 def loss(ctx: Any, call: Any) -> Any:
-    from ft.api import fused_token_loss
+    from ft_kernels.token_loss import fused_token_loss
 
     from ft_kernels.linear_ce import linear_cross_entropy
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ft.testing import LOSS_KERNEL_SETUPS, assert_same_training, run_ft, train_tiny_sft
+from ft_testing import LOSS_KERNEL_SETUPS, assert_same_training, run_ft, train_tiny_sft
 
 @pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_the_fused_loss_trains_exactly_like_the_methods_own(tiny_model_dir, tmp_path, setup):

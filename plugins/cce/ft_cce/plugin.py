@@ -68,7 +68,7 @@ def pre_model_load(ctx: Any) -> None:
 
 @hookimpl
 def post_model_load(ctx: Any) -> None:
-    from ft.api import check_fusable
+    from ft_kernels.token_loss import check_fusable
 
     head = check_fusable(ctx.model, WHO)
     if head.bias is not None:
@@ -80,7 +80,7 @@ def post_model_load(ctx: Any) -> None:
 def loss(ctx: Any, call: Any) -> Any:
     from cut_cross_entropy import linear_cross_entropy
 
-    from ft.api import fused_token_loss
+    from ft_kernels.token_loss import fused_token_loss
 
     options, state = ctx.cfg.kernels, ctx.extras["cce"]
     if call.need_outputs and not state["warned_logits"]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from cut_cross_entropy import linear_cross_entropy
 
-from ft.testing import (LOSS_KERNEL_SETUPS, assert_linear_ce_matches, assert_same_training, linear_ce_case, run_ft,
+from ft_testing import (LOSS_KERNEL_SETUPS, assert_linear_ce_matches, assert_same_training, linear_ce_case, run_ft,
                         train_tiny_sft)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,7 +36,7 @@ def test_an_all_ignored_batch_and_accumulated_gradients(impl):
     assert zero.item() == 0.0
     zero.backward()
     assert weight.grad is None or torch.count_nonzero(weight.grad) == 0
-    from ft.testing import reference_linear_cross_entropy
+    from ft_testing import reference_linear_cross_entropy
 
     weight, ref_weight = w.clone().requires_grad_(), w.clone().requires_grad_()
     total = int((t != -100).sum())

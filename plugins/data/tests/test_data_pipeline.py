@@ -208,7 +208,7 @@ def test_bad_rows_drop_counts_them_instead(tok, tmp_path):
 
 
 def test_ft_preprocess_exits_2_with_one_line_on_bad_data(tiny_model_dir, tmp_path):
-    from ft.testing import run_ft
+    from ft_testing import run_ft
 
     data = tmp_path / "bad.jsonl"
     data.write_text(json.dumps(CHAT[0]) + "\n" + '{"messages": [{"role": "user"}]}\n')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ft.testing import run_ft, write_chat_rows
+from ft_testing import run_ft, write_chat_rows
 
 
 def test_preprocess_reports_shows_exports_and_run_reuses_the_cache(tiny_model_dir, tmp_path):

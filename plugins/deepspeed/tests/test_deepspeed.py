@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ft.testing import assert_loads_without_ft, assert_same_run, run_ft
+from ft_testing import assert_loads_without_ft, assert_same_run, run_ft
 
 from ft_deepspeed.plugin import deepspeed_config
 from ft_deepspeed.schema import ZeroConfig

@@ -231,7 +231,7 @@ def test_preference_pairs_choose_the_right_answer_and_reject_a_plausible_wrong_o
 ])
 def test_the_default_tasks_learning_rate_fits_the_adapter(tiny_model_dir, tmp_path, extra, expected):
     from ft_default_task.plugin import ADAPTER_LR
-    from ft.testing import build_context
+    from ft_testing import build_context
 
     ctx = build_context([f"model.name_or_path={tiny_model_dir}", *extra], tmp_path / "run")
     assert ctx.args.learning_rate == (ADAPTER_LR if expected == "adapter" else expected)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ft.cli import main
-from ft.testing import run_ft, run_lifecycle, write_chat_rows
+from ft_testing import run_ft, run_lifecycle, write_chat_rows
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ft.testing import (assert_loads_without_ft, assert_same_run, install_fake_plugin, logged_losses, run_ft,
+from ft_testing import (assert_loads_without_ft, assert_same_run, install_fake_plugin, logged_losses, run_ft,
                         run_lifecycle, saved_weights)
 
 FSDP = ("dist=fsdp", "dist.nproc_per_node=2", "trainer.micro_batch_size=2")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ft.cli import main
-from ft.testing import write_chat_rows
+from ft_testing import write_chat_rows
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def greedy(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: int
 @pytest.fixture(scope="module")
 def full_run(tiny_model_dir, tmp_path_factory) -> Path:
     """A short full fine-tune on the chat rows, so that the model answers something sensible."""
-    from ft.testing import write_chat_rows
+    from ft_testing import write_chat_rows
 
     root = tmp_path_factory.mktemp("gen-runs")
     chat = write_chat_rows(root / "chat.jsonl")

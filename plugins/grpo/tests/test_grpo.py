@@ -12,7 +12,7 @@ import pytest
 
 from ft.api import hookimpl
 from ft.cli import main
-from ft.testing import build_context, install_fake_plugin, run_ft, run_lifecycle
+from ft_testing import build_context, install_fake_plugin, run_ft, run_lifecycle
 
 
 def tiny_grpo(model_dir: Path, *extra: str) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 
 from ft import hookimpl
 from ft.cli import main
-from ft.testing import SHARED_DATA, build_tiny_model, run_lifecycle, write_chat_rows
+from ft_testing import SHARED_DATA, build_tiny_model, run_lifecycle, write_chat_rows
 
 
 def gsm8k_chats(path: Path, start: int, n: int) -> Path:

@@ -18,7 +18,7 @@ if not torch.cuda.is_available():  # before Liger's Triton kernels are defined
 
 from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy  # noqa: E402
 
-from ft.testing import (  # noqa: E402
+from ft_testing import (  # noqa: E402
     LOSS_KERNEL_SETUPS,
     assert_linear_ce_matches,
     assert_same_training,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ft import hookimpl
-from ft.testing import run_lifecycle  # noqa: F401  (re-exported for the tests)
+from ft_testing import run_lifecycle  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

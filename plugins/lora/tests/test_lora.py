@@ -59,7 +59,7 @@ def losses(run_dir: Path) -> list[float]:
 def runs(tiny_model_dir, tmp_path_factory, probe_ids) -> dict[str, tuple[Path, ModelSpy]]:
     """One short LoRA run per variant (trained once for the whole module)."""
     data = tmp_path_factory.mktemp("data")
-    from ft.testing import write_chat_rows
+    from ft_testing import write_chat_rows
 
     chat = write_chat_rows(data / "chat.jsonl")
     root = tmp_path_factory.mktemp("runs")

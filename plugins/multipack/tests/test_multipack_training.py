@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ft import hookimpl
-from ft.testing import run_ft, run_lifecycle
+from ft_testing import run_ft, run_lifecycle
 
 WORDS = ("apple", "river", "seven", "blue", "count", "sort", "number", "plus", "three", "green", "stone", "light")
 

@@ -36,7 +36,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def build_ctx(overrides: list[str], run_dir: Path):
     """A run context taken through ft's lifecycle up to ``create_trainer`` (the same hook calls as
     ``ft run``), so tests can look at the trainer, the model and the reference before training."""
-    from ft.testing import build_context
+    from ft_testing import build_context
 
     return build_context(overrides, run_dir)
 

@@ -9,7 +9,7 @@ import pytest
 from pref_helpers import read_jsonl
 
 from ft.cli import main
-from ft.testing import run_ft
+from ft_testing import run_ft
 
 
 def test_convert_hh_rlhf_dialogues_into_prompt_chosen_rejected(shared_data, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 from pref_helpers import build_ctx, live_instances, read_jsonl, run_args, write_pairs
 
 from ft.cli import main
-from ft.testing import run_ft
+from ft_testing import run_ft
 
 PAIRED = ("dpo", "ipo", "orpo", "simpo")
 

@@ -17,7 +17,7 @@ from ft_preference.rows import (
     gsm8k_to_unpaired,
     pairs_to_unpaired,
 )
-from ft.api import prompt_key, split_by_prompt  # the kernel's one held-out split of preference rows
+from ft_preference.loader import prompt_key, split_by_prompt  # the one held-out split of preference rows
 
 
 def hh_rows(shared_data, n=50):

@@ -54,7 +54,7 @@ def losses(run_dir: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory) -> Path:
-    from ft.testing import write_chat_rows
+    from ft_testing import write_chat_rows
 
     return write_chat_rows(tmp_path_factory.mktemp("data") / "chat.jsonl")
 
@@ -298,7 +298,7 @@ def test_without_bitsandbytes_qlora_says_what_to_install(tiny_model_dir, chat, t
         "            raise ModuleNotFoundError(\"No module named 'bitsandbytes'\")\n"
         "sys.meta_path.insert(0, HideBitsandbytes())\n"
     )
-    from ft.testing import run_ft
+    from ft_testing import run_ft
 
     done = run_ft(["validate", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat}",
                    "+adapter=qlora", "adapter.bits=8"], env={"PYTHONPATH": str(hide)})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.testing import run_ft
+from ft_testing import run_ft
 
 
 def gsm8k_chat_rows(shared_data: Path, out: Path, n: int = 8) -> Path:

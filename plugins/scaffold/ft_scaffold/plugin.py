@@ -1,7 +1,7 @@
 """Builtin plugin: ``ft new-plugin NAME --group GROUP``, a complete plugin distribution to start from.
 
 It writes ``ft-NAME/``: ``pyproject.toml`` with both entry points, the hook module with ``FT_PLUGIN`` and
-a typed schema, the option's YAML, a README and tests built on ``ft.testing``. Each group gets a small
+a typed schema, the option's YAML, a README and tests built on ``ft_testing``. Each group gets a small
 working feature (a JSON-lines logger, partial fine-tuning, NEFTune SFT, a chunked loss kernel, a
 question/answer format) whose tests pass as generated: edit from something that runs.
 """
@@ -42,8 +42,11 @@ def files_for(name: str, group: str) -> dict[str, str]:
     fill = lambda text: Template(text).substitute(values)  # noqa: E731
     values.update(options_doc=fill(options_doc), example_overrides=fill(example))
     package = f"ft_{name}"
+    pyproject = fill(PYPROJECT)
+    if group == "kernels":  # a loss kernel builds on ft-kernels' fused_token_loss
+        pyproject = pyproject.replace('dependencies = ["ft"]', 'dependencies = ["ft", "ft-kernels"]')
     return {
-        "pyproject.toml": fill(PYPROJECT),
+        "pyproject.toml": pyproject,
         "README.md": fill(README),
         f"{package}/__init__.py": f'"""ft-{name}: {values["description"]}."""\n',
         f"{package}/plugin.py": fill(plugin),

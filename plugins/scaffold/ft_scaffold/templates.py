@@ -60,7 +60,7 @@ $options_doc
 - `ft_$name/plugin.py`: `FT_PLUGIN` (what the plugin declares to ft) and its hooks; hooks are documented in
   ft's `docs/plugins.md` and `ft/hookspecs.py`. Import only from `ft.api`.
 - `ft_$name/conf/$group/$name.yaml`: the option's defaults, composed by Hydra when `$group=$name` is selected.
-- `tests/`: pytest tests built on `ft.testing` (a tiny random model and tokenizer, offline, CPU):
+- `tests/`: pytest tests built on `ft_testing` (a tiny random model and tokenizer, offline, CPU):
   `pip install -e '.[test]' && pytest`.
 '''
 
@@ -147,7 +147,7 @@ from __future__ import annotations
 import json
 
 from ft.cli import main
-from ft.testing import run_lifecycle, write_chat_rows
+from ft_testing import run_lifecycle, write_chat_rows
 
 
 def records(path):
@@ -250,7 +250,7 @@ ADAPTER_TEST = '''"""ft-$name on a tiny model: the top layers train, everything 
 from __future__ import annotations
 
 from ft.cli import main
-from ft.testing import run_lifecycle, write_chat_rows
+from ft_testing import run_lifecycle, write_chat_rows
 
 
 def test_only_the_top_layers_change(tiny_model_dir, tmp_path):
@@ -344,7 +344,7 @@ METHOD_TEST = '''"""ft-$name on a tiny model: without noise it is SFT exactly; w
 from __future__ import annotations
 
 from ft.cli import main
-from ft.testing import assert_same_training, train_tiny_sft
+from ft_testing import assert_same_training, train_tiny_sft
 
 
 def test_without_noise_it_trains_exactly_like_sft_and_with_noise_it_does_not(tiny_model_dir, tmp_path):
@@ -385,7 +385,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import PluginInfo, bounded, check_fusable, fused_token_loss, hookimpl
+from ft.api import PluginInfo, bounded, hookimpl
+from ft_kernels.token_loss import check_fusable, fused_token_loss
 
 FT_PLUGIN = PluginInfo(name="$name", contract="3.0", description="$description", capabilities=("loss",),
                        requires_traits=("token_loss",))
@@ -444,7 +445,7 @@ KERNELS_TEST = '''"""ft-$name on a tiny model: the same losses and weights as tr
 from __future__ import annotations
 
 from ft.cli import main
-from ft.testing import assert_same_training, train_tiny_sft
+from ft_testing import assert_same_training, train_tiny_sft
 
 
 def test_training_with_the_kernel_equals_training_without(tiny_model_dir, tmp_path):

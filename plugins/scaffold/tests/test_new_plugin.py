@@ -11,7 +11,7 @@ import pytest
 
 from ft_scaffold.templates import GROUPS
 from ft.cli import main
-from ft.testing import run_ft
+from ft_testing import run_ft
 
 
 @pytest.mark.slow

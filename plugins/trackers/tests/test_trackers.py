@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ft.cli import main
-from ft.testing import run_ft, write_chat_rows
+from ft_testing import run_ft, write_chat_rows
 
 
 def tiny_args(model_dir: Path, root: Path, name: str) -> list[str]:

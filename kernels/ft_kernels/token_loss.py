@@ -15,10 +15,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ft.context import LossCall, LossResult
-from ft.errors import ConfigError
-
-IGNORE_INDEX = -100
+from ft.api import IGNORE_INDEX, ConfigError, LossCall, LossResult
 
 
 @dataclass

@@ -23,13 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ft import hookimpl
-from ft.context import RunContext
-from ft.errors import ConfigError, FtUserError
-from ft.plugins import PluginInfo
+from ft.api import ConfigError, FtUserError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="reliability",
+    name="reliability", contract="3.0",
     description="Graceful stop on SIGTERM/SIGINT/SIGUSR1, periodic crash-safe checkpoints, ft resume",
     always_active=True,
 )
@@ -48,7 +45,7 @@ RESUMABLE_CHANGES = ("run.", "trainer.logging_steps", "trainer.save_steps", "tra
 @hookimpl
 def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if cfg.run.resume_from:
-        from ft.checkpoints import resolve_resume_from
+        from ft.api import resolve_resume_from
 
         resolve_resume_from(cfg.run.resume_from, cfg.run.root)
 
@@ -67,7 +64,7 @@ class StopState:
 def stop_callback(ctx: RunContext, state: StopState) -> Any:
     from transformers import TrainerCallback
 
-    from ft.distributed import any_rank
+    from ft.api import any_rank
 
     every = ctx.cfg.trainer.save_every_minutes
     ranks = ctx.ranks
@@ -170,12 +167,8 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ft import lifecycle
-    from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint
-    from ft.config import redact
-    from ft.distributed import ranks_from_env
-    from ft.launch import launch, under_launcher, wants_processes
-    from ft.runner import prepare_run
+    from ft.api import (incomplete_checkpoints, last_complete_checkpoint, launch, prepare_run, ranks_from_env, redact,
+                        run_prepared, under_launcher, wants_processes)
 
     run_dir = Path(args.run_dir)
     record_path, config_path = run_dir / "run.json", run_dir / "config.yaml"
@@ -218,13 +211,13 @@ def _run_resume(args: argparse.Namespace) -> int:
         print(f"[ft] resuming {run_dir} from {checkpoint.name} (step {step}"
               f"{f'; {dropped} metric records after it dropped' if dropped else ''})")
     prepared.composed.cfg.run.resume_from = str(checkpoint)
-    metrics = lifecycle.run(prepared, run_dir, resume=True)
+    metrics = run_prepared(prepared, run_dir, resume=True)
     return 0 if metrics is not None else 1
 
 
 @hookimpl
 def cli_commands() -> list[Any]:
-    from ft.cli import Command
+    from ft.api import Command
 
     return [Command(name="resume", help="continue an interrupted run in its own folder from its last complete checkpoint",
                     run=_run_resume, add_arguments=_add_resume_arguments)]

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ft import hookimpl
+from ft.api import hookimpl
+from ft.api import run_lifecycle  # noqa: F401 - part of the kit: run overrides like ft run, in this process
 
 try:  # the helpers work without pytest; only the fixtures need it
     import pytest
@@ -30,7 +31,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
 SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -129,16 +130,6 @@ def write_chat_rows(path: Path, n: int = 48) -> Path:
 def chat_file(tmp_path) -> Path:
     """A small chat .jsonl file (see :func:`write_chat_rows`)."""
     return write_chat_rows(tmp_path / "chat.jsonl")
-
-
-def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object, p_flags: list[str] | None = None) -> dict:
-    """Run ``overrides`` exactly like ``ft run`` (the same :func:`ft.runner.prepare_run`), in this process,
-    into ``run_dir``; ``spies`` are extra plugin objects registered for the run (to watch the model,
-    the trainer or the batches). Returns the run's final metrics."""
-    from ft import lifecycle
-    from ft.runner import prepare_run
-
-    return lifecycle.run(prepare_run(overrides, p_flags, spies=spies), run_dir)
 
 
 def build_context(overrides: list[str], run_dir: Path, *spies: object):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ft.testing import install_fake_plugin, write_chat_rows
+from ft_testing import install_fake_plugin, write_chat_rows
 
 #: A test-only plugin that hurts its own process at a chosen step, from FT_TEST_FAULT="<how>@<step>":
 #: kill (SIGKILL in the middle of that step), term / int / usr1 (that signal during that step, once), int2 (two
@@ -233,6 +233,6 @@ def test_ft_loads_no_pickle_of_untrusted_origin():
         if re.search(r"\bpickle\.loads?\(", text):
             offenders.append(f"{path.relative_to(repo)}: pickle.load")
     assert not offenders, offenders
-    from ft.schema import ModelConfig
+    from ft_model.schema import ModelConfig
 
     assert ModelConfig().trust_remote_code is False

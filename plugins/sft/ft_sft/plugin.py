@@ -4,23 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from ft import hookimpl
-from ft.context import RunContext
-from ft.plugins import PluginInfo
+from dataclasses import dataclass
+
+from ft.api import PluginInfo, RunContext, ft_trainer_class, hookimpl
 
 FT_PLUGIN = PluginInfo(
-    name="sft",
+    name="sft", contract="3.0",
     description="Supervised fine-tuning: next-token loss on trained tokens (method=sft)",
     traits={"method/sft": ("packable", "token_loss")},
 )
-BUILTIN_OPTIONS = ("method/sft",)
+
+
+@dataclass
+class SftMethodConfig:
+    """``method=sft``: the model's own next-token loss on the trained tokens; nothing to set."""
+
+    name: str = "sft"
+
+
+@hookimpl
+def config_schemas() -> dict[str, type]:
+    return {"method/sft": SftMethodConfig}
 
 
 @hookimpl(trylast=True)
 def create_trainer(ctx: RunContext) -> Any:
     from transformers import Trainer
-
-    from ft.training import ft_trainer_class
 
     return ft_trainer_class(Trainer)(
         model=ctx.model,

@@ -18,7 +18,10 @@ class Watch:
     def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
         self.trainable = sorted(n for n, p in ctx.model.named_parameters() if p.requires_grad)
         self.step = ctx.trainer.state.global_step
-        self.packing = dict(ctx.extras.get("multipack", {}))
+        from ft_multipack.plugin import PackingState
+
+        state = ctx.state(PackingState)
+        self.packing = {**state.splits, "attention": state.attention}
         self.loss = metrics.get("train_loss")
 
 

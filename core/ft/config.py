@@ -37,7 +37,7 @@ class Composed:
 
 
 def describe_selection(choices: dict[str, str | None], model_name_or_path: str | None) -> str:
-    """``method=sft, data=chat, model=/models/x, ...``: the selected options; the model is named by the
+    """``method=M, data=D, model=/models/x, ...``: the selected options; the model is named by the
     folder or hub id it loads (an option's own scheme, ``builtin:...``, keeps the option's name)."""
     parts = []
     for group, option in choices.items():
@@ -169,7 +169,7 @@ def _sweep_values(value: str) -> list[str]:
     value = value.strip()
     if value.startswith("choice(") and value.endswith(")"):
         value = value[len("choice(") : -1]
-    if value.startswith("[") and value.endswith("]"):  # several options at once: logger=[tensorboard,mlflow]
+    if value.startswith("[") and value.endswith("]"):  # several options at once: logger=[a,b]
         value = value[1:-1]
     return [v.strip().strip("'\"") for v in value.split(",") if v.strip()]
 
@@ -306,8 +306,8 @@ def _choices(cfg: Any, overrides: list[str], plugins: list[LoadedPlugin]) -> dic
 
 
 def _list_choices(overrides: list[str]) -> dict[str, str]:
-    """Groups given a list of options (``logger=[tensorboard,mlflow]``), which Hydra merges but leaves out
-    of its recorded choices: recorded here as ``"tensorboard,mlflow"`` (see :func:`ft.plugins.split_choice`)."""
+    """Groups given a list of options (``logger=[a,b]``), which Hydra merges but leaves out
+    of its recorded choices: recorded here as ``"a,b"`` (see :func:`ft.plugins.split_choice`)."""
     found: dict[str, str] = {}
     for override in overrides:
         match = _GROUP_OVERRIDE.match(override)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The label of a position nothing is trained on (what ``labels`` hold for prompts and padding).
 IGNORE_INDEX = -100
@@ -40,7 +42,7 @@ class Batching:
 class LossResult:
     """What the ``loss`` hook returns: the scalar loss, the model outputs if asked for, and named parts.
 
-    ``parts`` (``{"ce": tensor, "kd": tensor}``) are logged by the trainer as ``loss/<name>``, averaged
+    ``parts`` (``{"ce": tensor, "aux": tensor}``) are logged by the trainer as ``loss/<name>``, averaged
     over the logging interval; they are for reading, the optimiser only sees ``loss``.
     """
 
@@ -83,7 +85,7 @@ class RunContext:
     #: How the trainer asks for a batch's loss: the ``loss`` hook of the active plugins, less the loss
     #: wrappers that do not serve the selected method (``PluginInfo.loss_wrapper_traits``).
     loss_hook: Callable[..., LossResult] | None = None
-    #: Traits of the selected options, ``{"method/sft": ("packable", "token_loss")}``.
+    #: Traits of the selected options, ``{"method/M": ("packable", "token_loss")}``.
     traits: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rank: int = 0
     world_size: int = 1
@@ -103,16 +105,24 @@ class RunContext:
     train_output: Any = None
     #: Why training stopped early (a signal's name), or ``None``: the run is then saved to resume.
     interrupted: str | None = None
-    #: Free-form space for plugins, keyed by plugin name, so plugins need not invent attributes.
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: Each plugin's own state for this run, one instance per class (see :meth:`state`).
+    plugin_state: dict[type, Any] = field(default_factory=dict)
     #: Lines the kernel prints (rank 0) in the final run summary (plugins may append).
     report_lines: list[str] = field(default_factory=list)
     #: Run when the run ends, in reverse order, whether it succeeded or failed (see :meth:`add_cleanup`).
     cleanups: list[Callable[[], Any]] = field(default_factory=list)
 
+    def state(self, kind: type[T]) -> T:
+        """This run's instance of a plugin's own state class (a dataclass whose fields have defaults), created on
+        first use: typed where a shared dict was not, owned by the plugin that defines the class, never shared
+        between runs."""
+        if kind not in self.plugin_state:
+            self.plugin_state[kind] = kind()
+        return self.plugin_state[kind]
+
     def add_cleanup(self, undo: Callable[[], Any]) -> None:
         """Have ``undo()`` run when this run ends, on every rank, even after an error: a plugin that
-        patches a library for its run (ft-liger) restores it, so the next run in the same process
+        patches a library for its run (a kernel library's patches) restores it, so the next run in the same process
         (a sweep's next job, a test) starts from the library as it was."""
         self.cleanups.append(undo)
 

@@ -1,6 +1,6 @@
 """The launcher contract ft reads, and the few collective steps the lifecycle needs.
 
-ft never spawns processes here: torchrun, ``accelerate launch``, the DeepSpeed launcher, Slurm or
+ft never spawns processes here: torchrun, ``accelerate launch``, a framework's own launcher, Slurm or
 Kubernetes start them and set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT``.
 With more than one process, the process group is initialised through accelerate (gloo on CPU, NCCL on
 GPUs), the same state transformers' Trainer then uses. On a machine without an accelerator accelerate
@@ -70,7 +70,7 @@ def exit_process(code: int) -> NoReturn:
     either aborts the process ("terminate called without an active exception", SIGABRT) or deadlocks the
     shutdown, after a run that finished well. So a rank that succeeded first waits for every rank (no peer
     is then inside a collective when its connections close), then runs Python's exit handlers (logging,
-    trackers, temporary folders), flushes its output and leaves with ``os._exit``: nothing native is torn
+    experiment loggers, temporary folders), flushes its output and leaves with ``os._exit``: nothing native is torn
     down while threads still run. Without a process group this is a plain ``sys.exit``.
     """
     if "torch" in sys.modules:  # a command that never touched torch joined no group

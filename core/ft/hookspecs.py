@@ -16,7 +16,7 @@ Lifecycle of ``ft run`` (rank-aware: every rank runs it; rank 0 alone writes the
       patch   pre_model_load                         library patches, from_pretrained kwargs
       load    load_model                             the model (quantised, sharded at load...)
       prepare prepare_model                          k-bit preparation, casts, checkpointing
-      adapt   adapt_model                            adapters wrap it (LoRA)
+      adapt   adapt_model                            adapters wrap it
       shard   shard_model                            distributed wrapping the trainer does not do
       ready   post_model_load                        observe only: the model is final
     frozen auxiliary models, on a method's demand    load_reference_model
@@ -108,7 +108,7 @@ def config_schemas() -> dict[str, type]:
     """Declare typed schemas for the config options this plugin provides.
 
     When: at validation, before any model or data loads (``ft validate``, ``ft run``).
-    Returns: a dict mapping ``"group/option"`` (for example ``"adapter/lora"``) to a dataclass whose
+    Returns: a dict mapping ``"group/option"`` (for example ``"adapter/myadapter"``) to a dataclass whose
     fields are the option's keys with type hints and defaults. ``Literal[...]`` fields are enums;
     ``ft.api.bounded(default, ge=..., gt=..., le=..., lt=...)`` fields carry range bounds (NaN is
     never in range); ``ft.api.path_field()`` fields must name an existing file or folder;
@@ -127,7 +127,7 @@ def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> d
     group and the composed config as plain data (unvalidated). Returns: ``{"optim.lr": 2e-4}``, dotted
     keys to values, or ``None``. The kernel composes the config again with these values as a layer
     above every config file and below the command line: a value the user types wins, and
-    ``config.yaml``, ``run.json`` (``plugin_defaults``), the model card and the trackers all hold the
+    ``config.yaml``, ``run.json`` (``plugin_defaults``), the model card and the experiment loggers all hold the
     value that trains. Values only, never a group's option. Combine: collected over the active
     plugins; two plugins giving the same key different values is a plugin error.
     Must not import torch or other heavy libraries.
@@ -140,7 +140,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
 
     When: after schema validation, before any model or data loads.
     Receives: the typed, validated config (``cfg.trainer.micro_batch_size`` is an int) and the selected
-    option of every group (``{"adapter": "lora", "method": "sft", ...}``).
+    option of every group (``{"adapter": "myadapter", "method": "mymethod", ...}``).
     Returns: nothing; raise :class:`ft.api.ConfigError` with one line naming the key, the value and
     what is expected. Combine: collected; every active plugin's implementation runs.
     Must not import torch or other heavy libraries.
@@ -160,7 +160,7 @@ def cli_commands() -> list[Any]:
 
 @hookspec
 def dataset_formats() -> dict[str, Any]:
-    """Contribute named dataset formats (``alpaca``, ``chat_template``, ...).
+    """Contribute named dataset formats (``chat_template``, ``qa``, ...).
 
     When: at validation (``data.format`` and each dataset's ``format`` must name one) and when the
     data stage formats rows; asked of every installed plugin (``ctx.installed_pm`` at run time). Returns: a dict mapping a format name to a callable
@@ -193,7 +193,7 @@ def prepare_dataset(ctx: RunContext) -> Any:
     calls it; the builtin data stage tokenizes on rank 0 first and the others read its cache.
     Returns: a :class:`ft.api.DatasetBundle` (``train`` and optional ``eval``); the kernel stores it
     in ``ctx.datasets``. Combine: firstresult (capability ``dataset``); the builtin data stage is the
-    fallback, a method that needs rows in its own shape (preference pairs) takes it over.
+    fallback, a method that needs rows in its own shape (pairs, prompts) takes it over.
     """
 
 
@@ -229,7 +229,7 @@ def batch_sampler(ctx: RunContext, dataset: Any, split: str) -> Any:
 
 @hookspec
 def training_args(ctx: RunContext) -> dict[str, Any] | None:
-    """Contribute fragments of the training arguments (FSDP/DeepSpeed settings, a method's fields).
+    """Contribute fragments of the training arguments (a distributed engine's settings, a method's fields).
 
     When: after the data, before the model loads. The kernel starts from the ``trainer``, ``optim``
     and ``run`` sections (``ft.api.base_training_args``). Returns: a dict of keyword arguments for the
@@ -262,7 +262,7 @@ def pre_model_load(ctx: RunContext) -> dict[str, Any] | None:
     When: after the training arguments exist, just before the model loads. Who belongs here:
     patches of library classes and functions before the model is built (a plugin that patches a
     library says so in its README and undoes it with ``ctx.add_cleanup``), a quantization config
-    (QLoRA's ``BitsAndBytesConfig``), an attention implementation, a ``device_map``. Returns: a dict
+    (a 4-bit ``BitsAndBytesConfig``), an attention implementation, a ``device_map``. Returns: a dict
     of ``from_pretrained`` keyword arguments, or ``None``.
     Combine: collected; merged, and two plugins setting the same key to different values is a plugin
     error.
@@ -285,7 +285,7 @@ def prepare_model(ctx: RunContext) -> None:
 
     When: after ``load_model``, before adapters. Who belongs here: k-bit preparation
     (``prepare_model_for_kbit_training``), casts, gradient checkpointing, resizing embeddings for
-    new tokens, kernels patched into the loaded instance (ft-liger's ``apply_liger_kernel_to_*``).
+    new tokens, kernels patched into the loaded instance (a kernel library's ``apply_*`` functions).
     A plugin may replace ``ctx.model``. Returns: nothing. Combine: collected, in order.
     """
 
@@ -294,7 +294,7 @@ def prepare_model(ctx: RunContext) -> None:
 def adapt_model(ctx: RunContext) -> None:
     """Phase *adapt*: wrap the prepared model with adapters so only adapter weights train.
 
-    When: after ``prepare_model``. Who belongs here: LoRA and its kin (PEFT), which replace
+    When: after ``prepare_model``. Who belongs here: adapters (PEFT's, for example), which replace
     ``ctx.model`` with a ``PeftModel``. Returns: nothing. Combine: collected, in order.
     """
 
@@ -303,7 +303,7 @@ def adapt_model(ctx: RunContext) -> None:
 def shard_model(ctx: RunContext) -> None:
     """Phase *shard*: distributed wrapping that the trainer (through accelerate) does not do itself.
 
-    When: after ``adapt_model``. FSDP2 and DeepSpeed through transformers/accelerate need nothing
+    When: after ``adapt_model``. Engines that transformers/accelerate wrap need nothing
     here (they shard from ``ctx.args``); a plugin applying ``fully_shard`` by hand would. Returns:
     nothing. Combine: collected, in order.
     """
@@ -314,8 +314,8 @@ def gather_weights(ctx: RunContext, model: Any) -> Any:
     """Make ``model``'s weights whole on every rank for a forward pass outside training.
 
     When: whenever a plugin scores, checks or samples with the model (``ft.api.gathered_weights(ctx)``),
-    on every rank together. Who belongs here: an engine that partitions weights across ranks (DeepSpeed
-    ZeRO-3 returns its ``GatheredParameters``). Returns: a context manager the kernel enters around the
+    on every rank together. Who belongs here: an engine that partitions weights across ranks (it returns
+    its own gathering context manager). Returns: a context manager the kernel enters around the
     block, or ``None`` when the weights are already whole. Combine: collected; every manager is entered.
     """
 
@@ -330,7 +330,7 @@ def post_model_load(ctx: RunContext) -> None:
 
 @hookspec(firstresult=True)
 def load_reference_model(ctx: RunContext, role: str, source: str | None, load_kwargs: dict[str, Any] | None) -> Any:
-    """Provide a frozen auxiliary model: a preference method's reference or a distillation teacher.
+    """Provide a frozen auxiliary model: a method's frozen reference or a teacher.
 
     When: on demand, by the method plugin that needs one (``ctx.pm.hook.load_reference_model(...)``)
     after the model phases. Receives: ``role`` (``"reference"`` or ``"teacher"``), ``source``: a
@@ -366,7 +366,7 @@ def create_trainer(ctx: RunContext) -> Any:
     ``transformers.Trainer`` (or subclass, such as a TRL trainer) built from
     ``ft.api.ft_trainer_class(Base)`` with ``ft_ctx=ctx``, so that ``process_batch``, ``loss``,
     ``optimizer``, ``lr_scheduler`` and ``batch_sampler`` work on it; the kernel stores it in
-    ``ctx.trainer``. Combine: firstresult (capability ``trainer``); builtin SFT is the fallback.
+    ``ctx.trainer``. Combine: firstresult (capability ``trainer``); the builtin method is the fallback.
     """
 
 
@@ -381,10 +381,10 @@ def post_trainer_create(ctx: RunContext) -> None:
 
 @hookspec
 def process_batch(ctx: RunContext, batch: dict[str, Any], training: bool) -> None:
-    """Change a collated batch in place before the loss sees it (diffusion noise, teacher targets).
+    """Change a collated batch in place before the loss sees it (noise, teacher targets).
 
     When: inside the trainer's ``compute_loss``, for every batch, after the collator (whichever
-    plugin owns it, multipack's included) and before ``loss``; ``training`` is False on evaluation
+    plugin owns it, a packing collator included) and before ``loss``; ``training`` is False on evaluation
     batches. Receives: the batch dict (tensors already on the model's device). Returns: nothing;
     add, replace or remove keys in ``batch``. Combine: collected; every implementation runs, in
     pluggy order, each seeing the previous one's changes. A plugin that adds keys the model's
@@ -490,7 +490,7 @@ def text_sampler(method_config: dict[str, Any], model: Any, tokenizer: Any) -> A
     max_new_tokens) -> list[list[int]]``: ``prompt_ids`` is a batch of token-id lists (the chat
     template already applied), the result one list of new token ids per prompt, which ft decodes and
     cuts at the end-of-sequence token. Who belongs here: methods whose models do not decode left to
-    right (masked diffusion). Combine: firstresult (capability ``sampler``).
+    right (masked denoising). Combine: firstresult (capability ``sampler``).
     """
 
 

@@ -60,13 +60,13 @@ class PluginInfo:
     always_active: active in every run, even if the config selects none of its options. Plugins
         that provide config options should leave this off: unselected, they have no effect at all.
     traits: what each option this plugin provides *is*, keyed ``"group/option"``; methods declare
-        traits from ``ft.hookspecs.METHOD_TRAITS`` (``{"method/dpo": ("computes_own_logits", ...)}``).
+        traits from ``ft.hookspecs.METHOD_TRAITS`` (``{"method/mymethod": ("computes_own_logits", ...)}``).
     requires_traits: traits the selected method must have for this plugin to work (a fused loss
         kernel needs ``token_loss``, packing needs ``packable``); checked at ``ft validate``.
     hookspecs: a module or class of ``@ft.api.hookspec`` functions: new hooks this plugin calls on
         plugins after it (pytest's ``pytest_addhooks``).
     loss_wrapper_traits: the traits a method must have for this plugin's ``loss`` wrapper to be called;
-        by default ``("token_loss",)``: a wrapper that reads labels or logits is skipped for DPO or GRPO
+        by default ``("token_loss",)``: a wrapper that reads labels or logits is skipped for pairwise or online-RL methods
         instead of crashing them. ``()`` declares that it serves every method.
     contract: the version of ft's hook contract the plugin was written for (``ft.api.CONTRACT_VERSION``,
         ``"3.0"``); another major version marks the plugin broken with a line saying what to do.
@@ -106,7 +106,7 @@ class LoadedPlugin:
         return self.info.name
 
     def provides_option(self, group: str, option: str | None) -> bool:
-        """Whether this plugin provides ``group=option`` (or one of several: ``"tensorboard,mlflow"``)."""
+        """Whether this plugin provides ``group=option`` (or one of several: ``"a,b"``)."""
         return any(name in self.options.get(group, []) for name in split_choice(option))
 
 
@@ -412,12 +412,12 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
 
 def split_choice(option: str | None) -> tuple[str, ...]:
     """The options of one group's choice: none, one, or several. A group given a list
-    (``logger=[tensorboard,mlflow]``, Hydra's multi-select) is recorded as ``"tensorboard,mlflow"``."""
+    (``logger=[a,b]``, Hydra's multi-select) is recorded as ``"a,b"``."""
     return tuple(name for name in option.split(",") if name) if option else ()
 
 
 def selected_options(choices: dict[str, str | None], group: str) -> tuple[str, ...]:
-    """The options selected in ``group`` (several for a list: ``logger=[tensorboard,mlflow]``)."""
+    """The options selected in ``group`` (several for a list: ``logger=[a,b]``)."""
     return split_choice(choices.get(group))
 
 

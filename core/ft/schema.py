@@ -117,8 +117,8 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = bounded(0, ge=0)
-    #: transformers' reporting integrations (``wandb``, ``tensorboard``...); names and packages are checked
-    #: by the builtin ft-outputs plugin.
+    #: transformers' reporting integrations; a builtin plugin checks the names and that their packages are
+    #: installed.
     report_to: list[str] = field(default_factory=list)
 
 
@@ -363,9 +363,9 @@ def _list_item_dataclass(tp: Any) -> type | None:
 
 
 def schema_for(section: str, choices: dict[str, str | None], schemas: dict[str, type]) -> type | None:
-    """The schema of a config section: the selected option's (``adapter/lora``), else the group's.
+    """The schema of a config section: the selected option's (``adapter/myadapter``), else the group's.
 
-    Several options selected at once (``logger=[tensorboard,mlflow]``) merge their configs into one
+    Several options selected at once (``logger=[a,b]``) merge their configs into one
     section, so their schemas merge too: one dataclass with every option's fields."""
     from ft.plugins import split_choice
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl
@@ -26,6 +27,13 @@ FT_PLUGIN = PluginInfo(
 
 WHO = "kernels=ft"
 log = logging.getLogger("ft")
+
+
+@dataclass
+class KernelsState:
+    """Whether this run already warned that a wrapper asked for the full logits."""
+
+    warned_logits: bool = False
 
 
 @hookimpl
@@ -52,7 +60,7 @@ def pre_model_load(ctx: Any) -> None:
     if options.backend == "triton" and not triton_can_run():
         raise ConfigError("kernels.backend=triton needs a GPU and Triton (or TRITON_INTERPRET=1 to run it, slowly, "
                           "on the CPU); use kernels.backend=auto or torch here")
-    ctx.extras["kernels"] = {"warned_logits": False}
+    ctx.state(KernelsState).warned_logits = False
 
 
 @hookimpl
@@ -72,8 +80,8 @@ def loss(ctx: Any, call: Any) -> Any:
     from ft_kernels.linear_ce import linear_cross_entropy
 
     options = ctx.cfg.kernels
-    if call.need_outputs and not ctx.extras["kernels"]["warned_logits"]:
-        ctx.extras["kernels"]["warned_logits"] = True
+    if call.need_outputs and not ctx.state(KernelsState).warned_logits:
+        ctx.state(KernelsState).warned_logits = True
         log.warning("kernels=ft: a loss term (method=%s) needs the logits, so they are built for it; the fused "
                     "loss still saves the cross entropy's own copies", ctx.choices.get("method"))
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl
@@ -24,6 +25,14 @@ FT_PLUGIN = PluginInfo(
 
 WHO = "kernels=cce"
 log = logging.getLogger("ft")
+
+
+@dataclass
+class CceState:
+    """The Cut Cross Entropy implementation this run uses, and whether the full-logits warning was given."""
+
+    impl: str = "cce"
+    warned_logits: bool = False
 
 
 @hookimpl
@@ -63,7 +72,7 @@ def pre_model_load(ctx: Any) -> None:
     if impl == "torch_compile" and not on_gpu:
         log.warning("kernels=cce: no GPU here, so Cut Cross Entropy runs its torch_compile path, which builds "
                     "the logits and saves little memory (kernels=ft saves most of it on a CPU)")
-    ctx.extras["cce"] = {"impl": impl, "warned_logits": False}
+    ctx.state(CceState).impl = impl
 
 
 @hookimpl
@@ -73,7 +82,7 @@ def post_model_load(ctx: Any) -> None:
     head = check_fusable(ctx.model, WHO)
     if head.bias is not None:
         raise ConfigError(f"{WHO} takes an output head without a bias, and this model's head has one; drop {WHO}")
-    log.info("kernels=cce: Cut Cross Entropy (%s)", ctx.extras["cce"]["impl"])
+    log.info("kernels=cce: Cut Cross Entropy (%s)", ctx.state(CceState).impl)
 
 
 @hookimpl
@@ -82,14 +91,14 @@ def loss(ctx: Any, call: Any) -> Any:
 
     from ft_kernels.token_loss import fused_token_loss
 
-    options, state = ctx.cfg.kernels, ctx.extras["cce"]
-    if call.need_outputs and not state["warned_logits"]:
-        state["warned_logits"] = True
+    options, state = ctx.cfg.kernels, ctx.state(CceState)
+    if call.need_outputs and not state.warned_logits:
+        state.warned_logits = True
         log.warning("%s: a loss term (method=%s) needs the logits, so they are built for it", WHO, ctx.choices.get("method"))
-    extra = {"filter_eps": filter_eps(options.filter_eps)} if state["impl"] == "cce" else {}
+    extra = {"filter_eps": filter_eps(options.filter_eps)} if state.impl == "cce" else {}
 
     def fused(head: Any) -> Any:
         return linear_cross_entropy(head.hidden, head.weight, head.targets, softcap=options.softcap or head.softcap,
-                                    reduction="sum", impl=state["impl"], **extra)
+                                    reduction="sum", impl=state.impl, **extra)
 
     return fused_token_loss(call, fused, WHO)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, DataError, DatasetBundle, PluginInfo, RunContext, hookimpl
@@ -22,6 +23,16 @@ FT_PLUGIN = PluginInfo(
     description="Data stage: local/hub sources, formats with exact label masking, cache, ft preprocess",
     always_active=True,
 )
+
+
+@dataclass
+class DataState:
+    """For one run: rebuild the cache, show progress bars (``None``: when the terminal is interactive), and
+    what the data stage prepared (read by ``ft preprocess``)."""
+
+    rebuild: bool = False
+    progress: bool | None = None
+    prepared: Any = None
 
 
 @hookimpl
@@ -54,8 +65,7 @@ def resolve_format(ctx: RunContext, name: str) -> Any:
 
 
 def _bundle(ctx: RunContext, prepared: Any) -> DatasetBundle:
-    state = ctx.extras.setdefault("data", {})
-    state["prepared"] = prepared
+    ctx.state(DataState).prepared = prepared
     import logging
 
     log = logging.getLogger("ft")
@@ -72,10 +82,10 @@ def bundle_from_rows(ctx: RunContext, rows: list[dict[str, Any]], source: str,
     ``data.val_size`` splits off an evaluation set when ``eval_rows`` is not given."""
     from ft_data.pipeline import prepare_data
 
-    state = ctx.extras.get("data", {})
+    state = ctx.state(DataState)
     prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=ctx.cfg.seed, rows=rows,
-                            eval_rows=eval_rows, source=source, rebuild=bool(state.get("rebuild")),
-                            progress=state.get("progress"))
+                            eval_rows=eval_rows, source=source, rebuild=state.rebuild,
+                            progress=state.progress)
     return _bundle(ctx, prepared)
 
 
@@ -83,9 +93,9 @@ def bundle_from_rows(ctx: RunContext, rows: list[dict[str, Any]], source: str,
 def prepare_dataset(ctx: RunContext) -> DatasetBundle:
     from ft_data.pipeline import prepare_data
 
-    state = ctx.extras.get("data", {})
+    state = ctx.state(DataState)
     prepared = prepare_data(ctx.cfg.data, ctx.tokenizer, all_formats(ctx), seed=ctx.cfg.seed,
-                            rebuild=bool(state.get("rebuild")), progress=state.get("progress"))
+                            rebuild=state.rebuild, progress=state.progress)
     return _bundle(ctx, prepared)
 
 
@@ -202,12 +212,13 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     pm = prepared.pm
     with tempfile.TemporaryDirectory(prefix="ft-preprocess-") as scratch:
         ctx = prepared.context(Path(scratch))
-        ctx.extras["data"] = {"rebuild": bool(args.rebuild), "progress": None if sys.stderr.isatty() else False}
+        state = ctx.state(DataState)
+        state.rebuild, state.progress = bool(args.rebuild), None if sys.stderr.isatty() else False
         ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
         bundle = pm.hook.prepare_dataset(ctx=ctx)
         if bundle is None:
             raise DataError("no plugin prepared a dataset for this config")
-        prepared_data = ctx.extras.get("data", {}).get("prepared")
+        prepared_data = ctx.state(DataState).prepared
         from ft_data.show import export_jsonl, print_report, show_examples
 
         print_report(prepared_data, bundle, sys.stdout)

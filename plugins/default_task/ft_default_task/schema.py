@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ft.api import bounded
-from ft_data.api import DataConfig
+from ft_data.schema import DataConfig
 
 
 @dataclass

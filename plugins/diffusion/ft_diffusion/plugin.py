@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, to_plain
@@ -25,6 +26,14 @@ FT_PLUGIN = PluginInfo(
     traits={"method/diffusion": ("packable",)},
 )
 log = logging.getLogger("ft")
+
+
+@dataclass
+class DiffusionState:
+    """This run's mask token id (added to the vocabulary when missing) and the masked-token accuracy before."""
+
+    mask_id: int | None = None
+    before: float | None = None
 
 
 @hookimpl
@@ -80,7 +89,7 @@ def prepare_model(ctx: RunContext) -> None:
     if mask_id in reserved:
         raise ConfigError(f"method.mask_token={mask!r} is the tokenizer's {reserved[mask_id]} token; the mask must be a "
                           "token of its own (the default <|mdm_mask|> is added when missing)")
-    ctx.extras["diffusion"] = {"mask_id": mask_id}
+    ctx.state(DiffusionState).mask_id = mask_id
 
 
 @hookimpl
@@ -97,7 +106,7 @@ def post_model_load(ctx: RunContext) -> None:
 def _settings(ctx: RunContext) -> Any:
     from ft_diffusion.trainer import Settings
 
-    return Settings.from_config(ctx.cfg.method, ctx.extras["diffusion"]["mask_id"], ctx.tokenizer.eos_token_id)
+    return Settings.from_config(ctx.cfg.method, ctx.state(DiffusionState).mask_id, ctx.tokenizer.eos_token_id)
 
 
 def _pad_id(ctx: RunContext) -> int:
@@ -173,11 +182,11 @@ def post_trainer_create(ctx: RunContext) -> None:
 
     if ctx.datasets.eval is None:
         return
-    state = ctx.extras["diffusion"]
+    state = ctx.state(DiffusionState)
     log.info("diffusion: masked-token accuracy on %d held-out rows at mask ratio %.2f...", len(ctx.datasets.eval),
              ctx.cfg.method.eval_mask_ratio)
     with gathered_weights(ctx):  # every rank measures, together (ZeRO-3 gathers the partitioned weights)
-        state["before"] = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
+        state.before = masked_accuracy(ctx.model, ctx.datasets.eval, _pad_id(ctx), _settings(ctx),
                                           ctx.cfg.method.eval_mask_ratio)
 
 
@@ -185,7 +194,7 @@ def post_trainer_create(ctx: RunContext) -> None:
 def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     from ft_diffusion.trainer import masked_accuracy
 
-    state = ctx.extras["diffusion"]
+    state = ctx.state(DiffusionState)
     if ctx.datasets.eval is None:
         return
     with gathered_weights(ctx):
@@ -193,7 +202,7 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
                                 ctx.cfg.method.eval_mask_ratio)
     metrics["masked_accuracy_after"] = after
     line = f"Diffusion: held-out masked-token accuracy at mask ratio {ctx.cfg.method.eval_mask_ratio:.2f}: "
-    if "before" in state:
-        metrics["masked_accuracy_before"] = state["before"]
-        line += f"{state['before']:.3f} before, "
+    if state.before is not None:
+        metrics["masked_accuracy_before"] = state.before
+        line += f"{state.before:.3f} before, "
     ctx.report_lines.append(line + f"{after:.3f} after ({len(ctx.datasets.eval)} rows)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from ft.api import DataError, DatasetBundle, RunContext, to_plain
 from ft_data.api import read_rows
+from ft_grpo.state import GrpoState
 
 #: The reward a format implies when ``method.rewards`` is empty.
 DEFAULT_REWARDS = {"default_task": "sort_partial", "gsm8k": "numeric_match"}
@@ -151,7 +152,8 @@ def prepare(ctx: RunContext) -> DatasetBundle:
     held_out, dropped_eval = within_length(held_out, ctx.tokenizer, limit)
     if not train:
         raise DataError(f"no training prompt fits method.max_prompt_length={limit} tokens")
-    ctx.extras["grpo"] = {"format": fmt, "held_out": held_out}
+    state = ctx.state(GrpoState)
+    state.format, state.held_out = fmt, held_out
     stats = {"train": {"rows": len(train), "dropped_too_long": dropped, "format": fmt},
              "eval": {"rows": len(held_out), "dropped_too_long": dropped_eval}}
     return DatasetBundle(Dataset.from_list(train), None, stats=stats)

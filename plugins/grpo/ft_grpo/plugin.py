@@ -14,6 +14,7 @@ from typing import Any
 
 from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl, planned_world_size
 from ft_grpo import hookspecs as grpo_hookspecs
+from ft_grpo.state import GrpoState
 
 FT_PLUGIN = PluginInfo(
     name="grpo", contract="3.0",
@@ -86,7 +87,7 @@ def prepare_dataset(ctx: RunContext) -> Any:
     from ft_grpo.data import DEFAULT_REWARDS, prepare
 
     bundle = prepare(ctx)
-    fmt = ctx.extras["grpo"]["format"]
+    fmt = ctx.state(GrpoState).format
     if not ctx.cfg.method.rewards and fmt not in DEFAULT_REWARDS:
         raise ConfigError(f"the prompts are in {fmt} form, which has no default reward: name one with "
                           "method.rewards=[{name: exact_match}] (or your own module:function)")
@@ -138,21 +139,21 @@ def _score(ctx: RunContext, label: str) -> Any:
     from ft_grpo.report import score_held_out
     from ft_grpo.trainer import reward_entries, reward_funcs
 
-    state = ctx.extras["grpo"]
-    rows = state["held_out"]
+    state = ctx.state(GrpoState)
+    rows = state.held_out
     if not rows:
         return None
     log.info("scoring %d held-out prompts %s training...", len(rows), label)
     with gathered_weights(ctx):  # every rank scores, together (ZeRO-3 gathers the partitioned weights)
         return score_held_out(ctx.model, ctx.tokenizer, rows, reward_funcs(ctx),
                               [float(e.weight) for e in reward_entries(ctx)], ctx.cfg.method.max_completion_length,
-                              state["format"], progress=f"held-out {label}" if ctx.is_main else None)
+                              state.format, progress=f"held-out {label}" if ctx.is_main else None)
 
 
 @hookimpl
 def post_trainer_create(ctx: RunContext) -> None:
     if ctx.cfg.method.eval_before:
-        ctx.extras["grpo"]["before"] = _score(ctx, "before")
+        ctx.state(GrpoState).before = _score(ctx, "before")
 
 
 @hookimpl
@@ -160,9 +161,9 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     from ft.api import read_metrics
     from ft_grpo.report import plot_rewards, report_lines
 
-    state = ctx.extras["grpo"]
+    state = ctx.state(GrpoState)
     after = _score(ctx, "after")
-    before = state.get("before")
+    before = state.before
     if after is None:
         return
     metrics["heldout_reward_after"] = after.total

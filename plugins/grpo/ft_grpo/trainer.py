@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ft.api import RunContext
+from ft_grpo.state import GrpoState
 
 log = logging.getLogger("ft")
 
@@ -65,7 +66,7 @@ def reward_entries(ctx: RunContext) -> list[Any]:
 
     if ctx.cfg.method.rewards:
         return list(ctx.cfg.method.rewards)
-    fmt = ctx.extras.get("grpo", {}).get("format") or ("default_task" if not ctx.cfg.data.path else ctx.cfg.data.format)
+    fmt = ctx.state(GrpoState).format or ("default_task" if not ctx.cfg.data.path else ctx.cfg.data.format)
     return [_Entry(DEFAULT_REWARDS[fmt])] if fmt in DEFAULT_REWARDS else []
 
 

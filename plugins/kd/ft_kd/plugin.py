@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl
@@ -38,6 +39,15 @@ def _selected(choices: dict[str, str | None]) -> bool:
 
 def _self_teacher(method: Any) -> bool:
     return method.teacher == "self" and not method.logprobs
+
+
+@dataclass
+class KdState:
+    """This run's teacher: an online model or an offline store of top-k log-probabilities; the KL before."""
+
+    teacher: Any = None
+    store: Any = None
+    kl_before: float | None = None
 
 
 @hookimpl
@@ -63,7 +73,7 @@ def prepare_model(ctx: Any) -> None:
     store.meta["teacher"] = f"{ctx.cfg.model.name_or_path} (self)"
     total = ctx.model.config.num_hidden_layers
     keep = cut_layers(ctx.model, method.student_layers)
-    ctx.extras.setdefault("kd", {})["store"] = store
+    ctx.state(KdState).store = store
     log.info("kd: student = the same model cut to %d of %d layers %s (%s parameters)", len(keep), total, keep,
              f"{sum(p.numel() for p in ctx.model.parameters()):,}")
 
@@ -157,15 +167,15 @@ def post_model_load(ctx: Any) -> None:
     if not _selected(ctx.choices):
         return
     method = ctx.cfg.method
-    state = ctx.extras.setdefault("kd", {})
+    state = ctx.state(KdState)
     if _self_teacher(method):
         return  # the targets were kept in the prepare phase
     if method.logprobs:
         from ft_kd.store import TopK
 
-        state["store"] = TopK.open(method.logprobs)
-        log.info("kd: offline teacher %s (top-%d logprobs of %d rows)", state["store"].meta.get("teacher"),
-                 state["store"].k, len(state["store"].rows))
+        state.store = TopK.open(method.logprobs)
+        log.info("kd: offline teacher %s (top-%d logprobs of %d rows)", state.store.meta.get("teacher"),
+                 state.store.k, len(state.store.rows))
         return
     from transformers import AutoTokenizer
 
@@ -176,7 +186,7 @@ def post_model_load(ctx: Any) -> None:
     teacher = ctx.pm.hook.load_reference_model(ctx=ctx, role="teacher", source=source,
                                                load_kwargs=teacher_quantization(method.teacher_bits))
     device = next(ctx.model.parameters()).device
-    state["teacher"] = teacher if method.teacher_bits else teacher.to(device)
+    state.teacher = teacher if method.teacher_bits else teacher.to(device)
     log.info("kd: online teacher %s (%s parameters, frozen)", method.teacher,
              f"{sum(p.numel() for p in teacher.parameters()):,}")
 
@@ -184,7 +194,7 @@ def post_model_load(ctx: Any) -> None:
 @hookimpl
 def process_batch(ctx: Any, batch: dict[str, Any], training: bool) -> None:
     """Offline: attach each row's dumped top-k teacher targets (found by the row's token ids)."""
-    store = ctx.extras.get("kd", {}).get("store") if _selected(ctx.choices) else None
+    store = ctx.state(KdState).store if _selected(ctx.choices) else None
     if store is not None:
         from ft_kd.store import batch_targets
 
@@ -213,7 +223,7 @@ def kd_term(ctx: Any, logits: Any, inputs: dict[str, Any], targets: tuple[Any, A
     if targets is not None:
         return topk_kd_loss(logits, targets[0], targets[1], inputs["labels"], num_items,
                             renormalize=method.renormalize, **common)
-    teacher = ctx.extras["kd"]["teacher"]
+    teacher = ctx.state(KdState).teacher
     return full_kd_loss(logits, teacher_logits_fn(teacher, inputs), inputs["labels"], num_items, **common)
 
 
@@ -251,7 +261,7 @@ def held_out_kl(ctx: Any) -> float | None:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    store = ctx.extras["kd"].get("store")
+    store = ctx.state(KdState).store
     try:
         with torch.no_grad():
             for batch in trainer.get_eval_dataloader():
@@ -264,7 +274,7 @@ def held_out_kl(ctx: Any) -> float | None:
                     ids, logprobs = batch_targets(store, batch)
                     value = topk_kd_loss(logits, ids, logprobs, batch["labels"], trained, renormalize=ctx.cfg.method.renormalize)
                 else:
-                    value = full_kd_loss(logits, teacher_logits_fn(ctx.extras["kd"]["teacher"], batch), batch["labels"], trained)
+                    value = full_kd_loss(logits, teacher_logits_fn(ctx.state(KdState).teacher, batch), batch["labels"], trained)
                 total += float(value) * trained
                 count += trained
     finally:
@@ -276,7 +286,7 @@ def held_out_kl(ctx: Any) -> float | None:
 def post_trainer_create(ctx: Any) -> None:
     if _selected(ctx.choices):
         before = held_out_kl(ctx)
-        ctx.extras["kd"]["kl_before"] = before
+        ctx.state(KdState).kl_before = before
         if before is not None:
             log.info("kd: held-out KL(teacher || student) before training: %.4f", before)
 
@@ -286,7 +296,7 @@ def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
     if not _selected(ctx.choices):
         return
     after = held_out_kl(ctx)
-    before = ctx.extras["kd"].get("kl_before")
+    before = ctx.state(KdState).kl_before
     if after is None:
         return
     metrics["heldout_kl_before"], metrics["heldout_kl_after"] = before, after

@@ -200,7 +200,9 @@ class Trainable:
     def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
         self.trainable = sorted(n for n, p in ctx.model.named_parameters() if p.requires_grad)
         self.history = list(ctx.trainer.state.log_history)
-        teacher = ctx.extras.get("kd", {}).get("teacher")
+        from ft_kd.plugin import KdState
+
+        teacher = ctx.state(KdState).teacher
         self.teacher_layers = {type(m).__name__ for m in teacher.modules()} if teacher is not None else set()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl
@@ -34,6 +35,14 @@ PARTS = ("fused_linear_cross_entropy", "rms_norm", "rope", "swiglu")
 #: RMSNorm and SwiGLU kernels use operations the interpreter lacks.
 INTERPRETER_PARTS = ("fused_linear_cross_entropy", "rope")
 log = logging.getLogger("ft")
+
+
+@dataclass
+class LigerState:
+    """Which Liger kernels this run applied, and whether the full-logits warning was given."""
+
+    applied: dict[str, bool] = field(default_factory=dict)
+    warned_logits: bool = False
 
 
 @hookimpl
@@ -96,16 +105,16 @@ def prepare_model(ctx: Any) -> None:
     changed = {name: before.get(name, _ABSENT) for name, value in vars(module).items()
                if before.get(name, _ABSENT) is not value}
     ctx.add_cleanup(lambda: restore(module, changed))
-    ctx.extras["liger"] = {"applied": applied, "warned_logits": False}
+    ctx.state(LigerState).applied = applied
     log.info("%s: %s", WHO, ", ".join(part for part, on in applied.items() if on) or "no part applied")
 
 
 @hookimpl
 def loss(ctx: Any, call: Any) -> Any:
-    state = ctx.extras["liger"]
-    if call.need_outputs and state["applied"]["fused_linear_cross_entropy"]:
-        if not state["warned_logits"]:
-            state["warned_logits"] = True
+    state = ctx.state(LigerState)
+    if call.need_outputs and state.applied["fused_linear_cross_entropy"]:
+        if not state.warned_logits:
+            state.warned_logits = True
             log.warning("%s: a loss term (method=%s) needs the logits, so this run builds them and its cross entropy "
                         "is not fused", WHO, ctx.choices.get("method"))
         call.inputs["skip_logits"] = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, gathered_weights, hookimpl
@@ -36,6 +37,15 @@ log = logging.getLogger("ft")
 #: Relative logit difference above which a row is taken to see the row packed before it.
 ISOLATION_TOLERANCE = {"float32": 1e-4, "float64": 1e-6}
 HALF_PRECISION_TOLERANCE = 3e-2
+
+
+@dataclass
+class PackingState:
+    """The attention isolation chosen for this run, and each split's packing summary."""
+
+    attention: str | None = None
+    model_attention: str | None = None
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @hookimpl
@@ -102,7 +112,8 @@ def collator(ctx: Any) -> Any:
         if gaps[mode] <= _tolerance(dtype):
             log.info("packing: attention=%s (%s; model attention %s); a row's logits packed and alone differ by %.1e",
                      mode, MODE_DESCRIPTIONS[mode], implementation, gaps[mode])
-            ctx.extras["multipack"] = {"attention": mode, "model_attention": implementation}
+            packing_state = ctx.state(PackingState)
+            packing_state.attention, packing_state.model_attention = mode, implementation
             return built
         if mode == "per_row":
             use_attention(model, implementation)
@@ -118,9 +129,9 @@ def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
     """Give the model its own attention back before anything scores, generates with or saves it."""
     from ft_multipack.attention import use_attention
 
-    state = ctx.extras.get("multipack", {})
-    if state.get("attention") == "per_row":
-        use_attention(ctx.model, state["model_attention"])
+    state = ctx.state(PackingState)
+    if state.attention == "per_row":
+        use_attention(ctx.model, state.model_attention)
 
 
 def _tolerance(dtype: Any) -> float:
@@ -188,8 +199,7 @@ def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
         line += (f"; {len(sampler)} batches of {per_batch} pack{'s' if per_batch > 1 else ''} per rank"
                  f" ({world} rank{'s' if world > 1 else ''}), {steps} optimizer steps per epoch")
     log.info(line)
-    state = ctx.extras.setdefault("multipack", {})
-    state[split] = {"efficiency": round(summary.efficiency, 5), "rows_per_pack": round(summary.rows_per_pack, 2),
+    ctx.state(PackingState).splits[split] = {"efficiency": round(summary.efficiency, 5), "rows_per_pack": round(summary.rows_per_pack, 2),
                     "packs": summary.packs, "batches": len(sampler)}
     return Batching(sampler=sampler, dataset=PackedRows(dataset))
 

@@ -40,7 +40,10 @@ class Watch:
     def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
         self.weights = {name: p.detach().clone() for name, p in ctx.model.named_parameters()}
         self.state = ctx.trainer.state
-        self.extras = dict(ctx.extras.get("multipack", {}))
+        from ft_multipack.plugin import PackingState
+
+        state = ctx.state(PackingState)
+        self.extras = {**state.splits, "attention": state.attention}
         self.attention_after = ctx.model.config._attn_implementation
 
 

@@ -10,6 +10,7 @@ during training: ``ft validate`` stays fast and torch-free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
@@ -29,6 +30,13 @@ def _selected(choices: dict[str, str | None]) -> str | None:
 
     method = choices.get("method")
     return method if method in METHODS else None
+
+
+@dataclass
+class PreferenceState:
+    """The held-out metrics measured before training (step 0)."""
+
+    before: dict[str, Any] | None = None
 
 
 @hookimpl
@@ -120,9 +128,9 @@ def create_trainer(ctx: RunContext) -> Any:
 def post_trainer_create(ctx: RunContext) -> None:
     from ft_preference.report import evaluate_before
 
-    state = ctx.extras.setdefault("preference", {})
+    state = ctx.state(PreferenceState)
     if ctx.datasets.eval is not None and ctx.cfg.method.eval_before:
-        state["before"] = evaluate_before(ctx.trainer)
+        state.before = evaluate_before(ctx.trainer)
 
 
 @hookimpl
@@ -130,8 +138,8 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     from ft.api import read_metrics
     from ft_preference.report import plot_rewards, summarise
 
-    state = ctx.extras.setdefault("preference", {})
-    lines = summarise(metrics, state.get("before"), ctx.trainer.state.log_history)
+    state = ctx.state(PreferenceState)
+    lines = summarise(metrics, state.before, ctx.trainer.state.log_history)
     plotted = ctx.is_main and ctx.cfg.run.plot and plot_rewards(read_metrics(ctx.metrics_path), ctx.run_dir / "rewards.png",
                                                 title=f"{ctx.run_dir.name} ({ctx.choices['method']})")
     if lines or plotted:

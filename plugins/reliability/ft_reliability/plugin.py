@@ -89,14 +89,14 @@ def stop_callback(ctx: RunContext, state: StopState) -> Any:
 
 @hookimpl
 def callbacks(ctx: RunContext) -> list[Any]:
-    state = ctx.extras.setdefault("reliability", {}).setdefault("stop", StopState())
+    state = ctx.state(StopState)
     return [stop_callback(ctx, state)]
 
 
 @hookimpl(wrapper=True)
 def run_training(ctx: RunContext) -> Any:
     """Turn stop signals into a flag while training runs; a second Ctrl-C stops at once."""
-    state: StopState = ctx.extras.setdefault("reliability", {}).setdefault("stop", StopState())
+    state: StopState = ctx.state(StopState)
 
     def request_stop(signum: int, frame: Any) -> None:  # noqa: ARG001
         name = signal.Signals(signum).name

@@ -1,0 +1,15 @@
+"""What ft-grpo keeps for one run (``ctx.state(GrpoState)``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class GrpoState:
+    """The prompts' format, the held-out prompts, and their score before training."""
+
+    format: str | None = None
+    held_out: list[dict[str, Any]] = field(default_factory=list)
+    before: dict[str, Any] | None = None

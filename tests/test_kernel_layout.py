@@ -1,0 +1,51 @@
+"""The kernel is the contract and the machinery only: it names no first-party plugin, and ``ft.X`` is
+``core/ft/X.py``."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL = REPO / "core" / "ft"
+#: Plugin names that are also ordinary words of the kernel's own vocabulary (its required groups, the loss
+#: hook's ``outputs``, a "chat template"...): these are checked as ``group=option`` and package names only.
+KERNEL_WORDS = {"data", "model", "ft", "chat", "completion", "outputs", "generate", "prompts", "kernels"}
+
+
+def first_party_names() -> set[str]:
+    """Every first-party plugin's entry-point name, distribution, package and option name."""
+    names: set[str] = set()
+    for pyproject in [*REPO.glob("plugins/*/pyproject.toml"), REPO / "kernels" / "pyproject.toml"]:
+        project = tomllib.loads(pyproject.read_text())["project"]
+        names.add(project["name"])
+        for name in (project.get("entry-points", {}).get("ft") or {}):
+            names.update({name, f"ft_{name}"})
+        names.update(p.name for p in pyproject.parent.glob("ft_*") if p.is_dir())
+        for option in pyproject.parent.glob("ft_*/conf/*/*.yaml"):
+            names.update({option.stem, f"{option.parent.name}={option.stem}", f"{option.parent.name}/{option.stem}"})
+    return names
+
+
+def test_the_kernel_names_no_first_party_plugin_or_option():
+    names = first_party_names() - KERNEL_WORDS
+    assert {"lora", "ft-deepspeed", "ft_grpo", "method=dpo", "zero3", "wandb", "smollm2"} <= names
+    hits = []
+    for path in sorted(KERNEL.rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = sorted(n for n in names if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w-])", line, re.IGNORECASE))
+            if found:
+                hits.append(f"{path.relative_to(REPO)}:{number}: {', '.join(found)}")
+    assert not hits, "the kernel names plugins:\n" + "\n".join(hits)
+
+
+def test_the_file_of_ft_x_is_core_ft_x_py():
+    import importlib
+
+    for path in KERNEL.glob("*.py"):
+        if path.stem == "__main__":
+            continue
+        module = importlib.import_module("ft" if path.stem == "__init__" else f"ft.{path.stem}")
+        assert Path(module.__file__).resolve() == path.resolve()
+    assert not [p for p in KERNEL.iterdir() if p.is_dir() and p.name != "__pycache__"], "the kernel has no subpackages"

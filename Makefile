@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml kernels/pyproject.toml))
 STAMP := $(VENV)/.ft-installed
 
-.PHONY: setup run test clean-venv
+.PHONY: setup run test lint clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The kernel and the first-party plugins: ruff (lint, imports) and mypy (types), configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check core plugins kernels
+	$(BIN)/mypy
 
 clean-venv:
 	rm -rf $(VENV)

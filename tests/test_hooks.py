@@ -123,10 +123,6 @@ class Recorder:
         self.note("adapt_model", ctx)
 
     @hookimpl
-    def shard_model(self, ctx):
-        self.note("shard_model", ctx)
-
-    @hookimpl
     def post_model_load(self, ctx):
         self.note("post_model_load", ctx, attention=ctx.model.config._attn_implementation)
 
@@ -175,20 +171,6 @@ class Recorder:
                   else int(call.num_items_in_batch), value=float(result.loss))
         return result
 
-    @hookimpl
-    def optimizer(self, ctx, model):
-        import torch
-
-        self.note("optimizer", ctx)
-        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=ctx.cfg.optim.lr)
-
-    @hookimpl
-    def lr_scheduler(self, ctx, optimizer, num_training_steps):
-        import torch
-
-        self.note("lr_scheduler", ctx, steps=num_training_steps)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
     @hookimpl(wrapper=True)
     def run_training(self, ctx):
         output = yield
@@ -222,8 +204,8 @@ def recorded(tiny_model_dir, tmp_path_factory):
 
 LIFECYCLE_ORDER = [
     "load_tokenizer", "prepare_dataset", "training_args", "training_args_class", "pre_model_load", "load_model",
-    "prepare_model", "adapt_model", "shard_model", "post_model_load", "collator", "batch_sampler", "callbacks",
-    "create_trainer", "post_trainer_create", "optimizer", "lr_scheduler", "process_batch", "loss",
+    "prepare_model", "adapt_model", "post_model_load", "collator", "batch_sampler", "callbacks",
+    "create_trainer", "post_trainer_create", "process_batch", "loss",
     "run_training", "post_train", "save_model", "post_save",
 ]
 
@@ -276,13 +258,7 @@ def test_hook_prepare_model(recorded):
 def test_hook_adapt_model(recorded):
     recorder, _, _ = recorded
     order = recorder.order()
-    assert order.index("prepare_model") < order.index("adapt_model") < order.index("shard_model")
-
-
-def test_hook_shard_model(recorded):
-    recorder, _, _ = recorded
-    order = recorder.order()
-    assert order.index("adapt_model") < order.index("shard_model") < order.index("post_model_load")
+    assert order.index("prepare_model") < order.index("adapt_model") < order.index("post_model_load")
 
 
 def test_hook_post_model_load(recorded):
@@ -379,16 +355,6 @@ def test_hook_loss(recorded):
                                                          if not c["training"]]  # of the batch itself
 
 
-def test_hook_optimizer(recorded):
-    recorder, _, _ = recorded
-    assert recorder.first("optimizer")["trainer"]
-
-
-def test_hook_lr_scheduler(recorded):
-    recorder, _, _ = recorded
-    assert recorder.first("lr_scheduler")["steps"] == 2
-
-
 def test_hook_run_training(recorded):
     recorder, _, _ = recorded
     assert recorder.first("run_training")["global_step"] == 2
@@ -445,17 +411,13 @@ def test_hook_text_sampler(recorded, tmp_path):
     assert plain.returncode == 0 and "sampler of" not in plain.stderr
 
 
-def test_a_taken_over_optimizer_and_arguments_class_are_the_trainers(tiny_model_dir, tmp_path):
-    import torch
-
+def test_a_taken_over_arguments_class_is_the_trainers(tiny_model_dir, tmp_path):
     recorder = Recorder()
     rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
     ctx = build_context([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}"], tmp_path / "run",
                         recorder)
     assert type(ctx.args) is recorder.args_class and ctx.args.logging_nan_inf_filter is False
-    ctx.trainer.create_optimizer_and_scheduler(num_training_steps=3)
-    assert isinstance(ctx.trainer.optimizer.optimizer if hasattr(ctx.trainer.optimizer, "optimizer")
-                      else ctx.trainer.optimizer, torch.optim.SGD)
+    assert ctx.trainer.args is ctx.args
 
 
 # -- config-time hooks, on the real CLI ---------------------------------------------------------------
@@ -464,7 +426,7 @@ DEMO = '''
 from dataclasses import dataclass
 from ft.api import Command, ConfigError, PluginInfo, bounded, hookimpl
 
-FT_PLUGIN = PluginInfo(name="demo", description="exercises the config-time hooks")
+FT_PLUGIN = PluginInfo(name="demo", description="exercises the config-time hooks", capabilities=("inference_loader",))
 
 
 @dataclass
@@ -518,6 +480,28 @@ def reward_functions():
 @hookimpl
 def config_defaults(choices, config):
     return {"logger.label": "from-the-plugin"} if choices.get("logger") == "demo" else None
+
+
+@hookimpl
+def post_sweep(sweep_dir, results, objective, direction):
+    import json
+
+    (sweep_dir / "demo.json").write_text(json.dumps({"jobs": [[str(r.run_dir), r.status] for r in results],
+                                                     "objective": objective, "direction": direction}))
+
+
+@hookimpl
+def load_for_inference(folder, run_config, options):
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    marker = folder / "demo_model.json"
+    if not marker.is_file():
+        return None
+    source = Path(json.loads(marker.read_text())["weights"])
+    return AutoModelForCausalLM.from_pretrained(source, **options["load_kwargs"]), source, f"demo model from {source}"
 '''
 
 
@@ -598,6 +582,30 @@ def test_hook_config_defaults(demo_site):
     assert "label: mine" in typed.stdout and "from-the-plugin" not in typed.stdout
     refused = run_ft(["validate", "+logger=demo", "logger.label=forbidden"], site=demo_site)
     assert refused.returncode == 2  # validation sees the user's value over the plugin's
+
+
+def test_hook_post_sweep(demo_site, tiny_model_dir, tmp_path):
+    """After the last job of ft run -m, every installed plugin sees each job's folder, status and the objective."""
+    rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
+    swept = run_ft(["run", "-m", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}",
+                    "trainer.max_steps=1", "run.plot=false", "run.save_final_model=false", "optim.lr=1e-3,2e-3",
+                    "sweep.objective=train_loss", f"hydra.sweep.dir={tmp_path / 'sweep'}"], site=demo_site)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    seen = json.loads((tmp_path / "sweep" / "demo.json").read_text())
+    assert seen == {"jobs": [[str(tmp_path / "sweep" / "0"), "ok"], [str(tmp_path / "sweep" / "1"), "ok"]],
+                    "objective": "train_loss", "direction": "minimize"}
+
+
+def test_hook_load_for_inference(demo_site, tiny_model_dir, tmp_path):
+    """A folder a plugin recognises is loaded by that plugin for ft generate; other folders are not its."""
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "demo_model.json").write_text(json.dumps({"weights": str(tiny_model_dir)}))
+    generated = run_ft(["generate", str(folder), "--prompt", "Hi", "--max-new-tokens", "2"], site=demo_site)
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    assert f"demo model from {tiny_model_dir}" in generated.stderr
+    plain = run_ft(["generate", str(tiny_model_dir), "--prompt", "Hi", "--max-new-tokens", "2"], site=demo_site)
+    assert plain.returncode == 0 and f"model {tiny_model_dir}" in plain.stderr
 
 
 def test_hook_validate_config(demo_site):

@@ -32,7 +32,7 @@ def test_contract_carries_the_hooks_the_planned_plugins_need():
     required = {
         "pre_model_load", "load_model", "load_tokenizer", "post_model_load", "load_reference_model",
         "dataset_formats", "prepare_dataset", "collator", "batch_sampler", "create_trainer",
-        "training_args", "callbacks", "post_trainer_create", "loss", "optimizer", "lr_scheduler",
+        "training_args", "callbacks", "post_trainer_create", "loss",
         "run_training", "post_train", "save_model", "post_save", "cli_commands", "config_schemas",
         "validate_config",
     }
@@ -41,7 +41,7 @@ def test_contract_carries_the_hooks_the_planned_plugins_need():
 
 def test_firstresult_hooks_are_the_who_builds_x_hooks():
     firstresult = {name for name, fn in spec_functions().items() if fn.ft_spec.get("firstresult")}
-    assert {"loss", "create_trainer", "optimizer", "lr_scheduler", "collator", "load_model"} <= firstresult
+    assert {"loss", "create_trainer", "collator", "load_model"} <= firstresult
     assert not {"callbacks", "training_args", "dataset_formats", "cli_commands", "pre_model_load"} & firstresult
 
 

@@ -14,21 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what editors and type checkers see: the real objects, typed
-    from ft import __version__ as FT_VERSION, hookimpl
-    from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint, resolve_resume_from
-    from ft.cli import Command
-    from ft.config import available_options, redact
-    from ft.context import Batching, DatasetBundle, IGNORE_INDEX, LossCall, LossResult, RunContext
-    from ft.distributed import Ranks, any_rank, barrier, broadcast_from_main, gathered_weights, ranks_from_env
-    from ft.errors import ConfigError, DataError, FtUserError, PluginError, did_you_mean
-    from ft.hookspecs import CAPABILITIES, CONTRACT_VERSION, METHOD_TRAITS, hookspec
-    from ft.launch import launch, planned_world_size, under_launcher, wants_processes
-    from ft.lifecycle import run as run_prepared
-    from ft.plugins import PluginInfo, discover, merge_contributions, selected_options
-    from ft.records import plot_curves, read_metrics
-    from ft.runner import JobResult, Session, prepare_run, run_lifecycle
-    from ft.schema import ConfigSection, DistConfig, bounded, named, path_exists, path_field, to_plain, validate_node
-    from ft.training import base_training_args, ft_trainer_class
+    pass
 
 
 #: public name -> "module:attribute"

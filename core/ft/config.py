@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ft.errors import ConfigError, did_you_mean
 from ft.plugins import LoadedPlugin, kernel_conf_dir, scan_conf_dir
@@ -184,7 +184,7 @@ def _check_option(group: str, option: str, options: dict[str, dict[str, str]], c
     if owner and owner in (broken or {}):
         from ft.errors import PluginError
 
-        raise PluginError(broken[owner])
+        raise PluginError((broken or {})[owner])
     if owner:
         raise ConfigError(
             f"{group}={option} is provided by the plugin '{owner}', which is installed but disabled "
@@ -271,13 +271,12 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
     when it gives any, the config is composed again with them as overrides placed before the user's
     (so the user's win), and they are kept in :attr:`Composed.plugin_defaults` for the record.
     """
-    from omegaconf import OmegaConf
 
     cfg = _hydra_compose(overrides, plugins, schemas or {}, overrides)
     choices = _choices(cfg, overrides, plugins)
     plugin_defaults: dict[str, Any] = {}
     if defaults_for is not None:
-        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain = _plain(cfg, resolve=False)
         plain.pop("hydra", None)
         plugin_defaults = defaults_for(choices, plain)
         if plugin_defaults:
@@ -288,13 +287,19 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
     return composed
 
 
+def _plain(node: Any, resolve: bool = False) -> dict[str, Any]:
+    """A composed config node as plain data (a mapping, as every node ft composes is)."""
+    from omegaconf import OmegaConf
+
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve, throw_on_missing=False))
+
+
 def _choices(cfg: Any, overrides: list[str], plugins: list[LoadedPlugin]) -> dict[str, str | None]:
     """The selected option of every group (``None``: none), lists included."""
-    from omegaconf import OmegaConf
 
     options = available_options(plugins)
     choices: dict[str, str | None] = {}
-    for group, value in OmegaConf.to_container(cfg.hydra.runtime.choices).items():
+    for group, value in _plain(cfg.hydra.runtime.choices).items():
         if group.startswith("hydra/"):
             continue
         value = None if value in (None, "null") else str(value)
@@ -329,7 +334,7 @@ def finish(cfg: Any, choices: dict[str, str | None], overrides: list[str], plugi
 
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     try:
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        container = _plain(cfg, resolve=True)
     except Exception as exc:  # noqa: BLE001 - a bad interpolation is a config error
         raise ConfigError(f"cannot resolve the config: {_one_line(exc)}") from exc
     groups = set(available_options(plugins)) | _primary_default_groups()

@@ -17,13 +17,11 @@ Lifecycle of ``ft run`` (rank-aware: every rank runs it; rank 0 alone writes the
       load    load_model                             the model (quantised, sharded at load...)
       prepare prepare_model                          k-bit preparation, casts, checkpointing
       adapt   adapt_model                            adapters wrap it
-      shard   shard_model                            distributed wrapping the trainer does not do
       ready   post_model_load                        observe only: the model is final
     frozen auxiliary models, on a method's demand    load_reference_model
     build trainer                                    collator, batch_sampler, callbacks, create_trainer
     post_trainer_create
-    train                                            run_training; per batch: process_batch, loss;
-                                                     optimizer, lr_scheduler
+    train                                            run_training; per batch: process_batch, loss
     post_train -> save (rank 0 writes) -> post_save  post_train, save_model, post_save
 
 How results combine, using pluggy's semantics on purpose:
@@ -78,8 +76,6 @@ CAPABILITIES: dict[str, str] = {
     "collator": "collator",
     "batch_sampler": "batch_sampler",
     "loss": "loss",
-    "optimizer": "optimizer",
-    "lr_scheduler": "scheduler",
     "run_training": "training_loop",
     "save_model": "model_saver",
     "text_sampler": "sampler",
@@ -251,7 +247,7 @@ def training_args_class(ctx: RunContext) -> type | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Model, in ordered phases: patch -> load -> prepare -> adapt -> shard -> ready
+# Model, in ordered phases: patch -> load -> prepare -> adapt -> ready
 # --------------------------------------------------------------------------------------------------
 
 
@@ -300,16 +296,6 @@ def adapt_model(ctx: RunContext) -> None:
 
 
 @hookspec
-def shard_model(ctx: RunContext) -> None:
-    """Phase *shard*: distributed wrapping that the trainer (through accelerate) does not do itself.
-
-    When: after ``adapt_model``. Engines that transformers/accelerate wrap need nothing
-    here (they shard from ``ctx.args``); a plugin applying ``fully_shard`` by hand would. Returns:
-    nothing. Combine: collected, in order.
-    """
-
-
-@hookspec
 def gather_weights(ctx: RunContext, model: Any) -> Any:
     """Make ``model``'s weights whole on every rank for a forward pass outside training.
 
@@ -324,7 +310,7 @@ def gather_weights(ctx: RunContext, model: Any) -> Any:
 def post_model_load(ctx: RunContext) -> None:
     """Phase *ready*: the model is final; observe it (count parameters, log, check) without changing it.
 
-    When: after ``shard_model``, before the trainer is built. Returns: nothing. Combine: collected.
+    When: after ``adapt_model``, before the trainer is built. Returns: nothing. Combine: collected.
     """
 
 
@@ -365,7 +351,7 @@ def create_trainer(ctx: RunContext) -> Any:
     When: after the model, datasets, ``ctx.args``, collator and callbacks are ready. Returns: a
     ``transformers.Trainer`` (or subclass, such as a TRL trainer) built from
     ``ft.api.ft_trainer_class(Base)`` with ``ft_ctx=ctx``, so that ``process_batch``, ``loss``,
-    ``optimizer``, ``lr_scheduler`` and ``batch_sampler`` work on it; the kernel stores it in
+    and ``batch_sampler`` work on it; the kernel stores it in
     ``ctx.trainer``. Combine: firstresult (capability ``trainer``); the builtin method is the fallback.
     """
 
@@ -417,22 +403,6 @@ def loss(ctx: RunContext, call: LossCall) -> LossResult:
     does everything but the fused function itself, exactly as the method would); a plugin adding a
     term implements it with ``@hookimpl(wrapper=True)``: ``result = yield``, then adds its term and
     a part.
-    """
-
-
-@hookspec(firstresult=True)
-def optimizer(ctx: RunContext, model: Any) -> Any:
-    """Build the optimizer. Returns a ``torch.optim.Optimizer`` or ``None`` for the trainer's own.
-
-    When: when the trainer creates its optimizer. Combine: firstresult (capability ``optimizer``).
-    """
-
-
-@hookspec(firstresult=True)
-def lr_scheduler(ctx: RunContext, optimizer: Any, num_training_steps: int) -> Any:
-    """Build the learning-rate scheduler, or ``None`` for the trainer's own.
-
-    When: when the trainer creates its scheduler. Combine: firstresult (capability ``scheduler``).
     """
 
 

@@ -101,7 +101,7 @@ def report_failure(rank: int, exc: BaseException) -> None:
 def failure_recorded(rank: int) -> bool:
     """Whether this rank already recorded its failure (the lifecycle does; an error before it does not)."""
     where = os.environ.get(LAUNCH_DIR_VARIABLE)
-    return bool(where) and (Path(where) / f"failure.rank{rank}.json").is_file()
+    return where is not None and (Path(where) / f"failure.rank{rank}.json").is_file()
 
 
 def first_failure(launch_dir: Path) -> dict[str, Any] | None:
@@ -174,7 +174,7 @@ def _failure(exc: Any, launch_dir: Path) -> LaunchFailed:
     """The one line a failed launch ends with, and the run folder marked failed."""
     record = first_failure(launch_dir)
     silent = record is None
-    if silent:  # killed without a word (a signal, out of memory, a crash at exit)
+    if record is None:  # killed without a word (a signal, out of memory, a crash at exit)
         # The first to end is the cause; the launcher's SIGTERM to the others is recorded after it.
         rank, failure = min(exc.failures.items(), key=lambda item: item[1].timestamp)
         record = {"rank": rank, "exit_code": 1,

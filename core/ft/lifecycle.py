@@ -155,7 +155,7 @@ def run(prepared: Any, run_dir: Path | None = None, resume: bool = False) -> dic
     dist = getattr(cfg, "dist", None)
     init_process_group(ranks, dist.timeout_minutes if dist is not None else None)
     try:
-        if resume:
+        if resume and run_dir is not None:
             run_dir = Path(run_dir)
         else:
             run_dir = agree_run_dir(Path(run_dir) if run_dir else Path(cfg.run.root) / cfg.run.name, ranks)
@@ -193,13 +193,12 @@ def _final_eval(trainer: Any) -> dict[str, Any]:
 
 
 def build_model(ctx: RunContext) -> None:
-    """The model phases, in order: patch -> load -> prepare -> adapt -> shard -> ready."""
+    """The model phases, in order: patch -> load -> prepare -> adapt -> ready."""
     pm = ctx.pm
     load_kwargs = merge_contributions(pm.hook.pre_model_load(ctx=ctx), "pre_model_load")
     ctx.model = pm.hook.load_model(ctx=ctx, load_kwargs=load_kwargs)
     pm.hook.prepare_model(ctx=ctx)
     pm.hook.adapt_model(ctx=ctx)
-    pm.hook.shard_model(ctx=ctx)
     pm.hook.post_model_load(ctx=ctx)
 
 
@@ -280,7 +279,7 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(getattr(ctx.train_output, "metrics", {}) or {})
     if ctx.interrupted:
         return _finish_interrupted(ctx, metrics, started)
-    if ctx.datasets.eval is not None:
+    if ctx.datasets is not None and ctx.datasets.eval is not None:
         metrics.update(_final_eval(ctx.trainer))
     pm.hook.post_train(ctx=ctx, metrics=metrics)
 

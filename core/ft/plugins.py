@@ -368,7 +368,7 @@ def _contract_problem(plugin: LoadedPlugin, impls: dict[str, Any], specs: dict[s
 
 def hook_impls(module: Any) -> dict[str, dict[str, Any]]:
     """``{hook name: hookimpl options}`` of the functions a plugin module marks with ``@hookimpl``."""
-    return {name: getattr(fn, "ft_impl") for name, fn in inspect.getmembers(module) if hasattr(fn, "ft_impl")}
+    return {name: fn.ft_impl for name, fn in inspect.getmembers(module) if hasattr(fn, "ft_impl")}
 
 
 def _check_plugins(plugins: list[LoadedPlugin]) -> None:

@@ -10,7 +10,6 @@ metrics (``summary.md``, ``summary.json`` and ``summary.png`` in the sweep folde
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
@@ -23,8 +22,15 @@ from ft.config import Composed, compose, expand_sweeps, normalise_overrides
 from ft.context import RunContext
 from ft.errors import FtUserError
 from ft.launch import check_launch_config, run_job
-from ft.plugins import (LoadedPlugin, active_plugins, discover, make_plugin_manager, merge_contributions, selected_traits,
-                        skipped_loss_wrappers)
+from ft.plugins import (
+    LoadedPlugin,
+    active_plugins,
+    discover,
+    make_plugin_manager,
+    merge_contributions,
+    selected_traits,
+    skipped_loss_wrappers,
+)
 
 
 def registry_names(schemas: dict[str, type]) -> set[str]:
@@ -47,7 +53,7 @@ def registry_names(schemas: dict[str, type]) -> set[str]:
             stack = [hints[fld.name]]
             while stack:
                 tp = stack.pop()
-                if dataclasses.is_dataclass(tp):
+                if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                     pending.append(tp)
                 stack.extend(typing.get_args(tp))
     return names
@@ -164,9 +170,7 @@ def validate_all(session: Session, overrides: list[str], multirun: bool) -> tupl
 
 def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int:
     """Entry of ``ft run``: validate every job, run them one after another, report. Returns the exit code."""
-    from ft import lifecycle
-
-    from ft import sweeps
+    from ft import lifecycle, sweeps
 
     session = Session(p_flags)
     with_hydra = multirun and sweeps.uses_hydra_plugins(overrides)
@@ -194,18 +198,19 @@ def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int
         return 1 if stopped or any(r.status != "ok" for r in results) else 0
     results = []
     for index, job in enumerate(jobs):
-        result = JobResult(run_dir=sweep_dir / str(index), overrides=job.composed.overrides)
+        job_dir = sweep_dir / str(index)
+        result = JobResult(run_dir=job_dir, overrides=job.composed.overrides)
         results.append(result)
         try:
-            result.metrics = run_job(job, result.run_dir, p_flags)
+            result.metrics = run_job(job, job_dir, p_flags)
         except FtUserError as exc:
             result.status, result.error = "user-error", str(exc)
             print(f"ft: error: job {index}: {exc}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - a crashed job is reported, the sweep goes on
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-            if result.run_dir.is_dir():
-                (result.run_dir / "error.txt").write_text(traceback.format_exc())
+            if job_dir.is_dir():
+                (job_dir / "error.txt").write_text(traceback.format_exc())
     session.pm_all.hook.post_sweep(sweep_dir=sweep_dir, results=results, objective=objective[0], direction=objective[1])
     return 1 if any(r.status != "ok" for r in results) else 0
 

@@ -228,11 +228,11 @@ def _matches(value: Any, tp: Any) -> bool:
 
 def _dataclass_of(tp: Any) -> type | None:
     """The dataclass inside ``tp`` (``X`` or ``X | None``), if any."""
-    if dataclasses.is_dataclass(tp):
-        return tp  # type: ignore[return-value]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
                 return arg
     return None
 
@@ -357,7 +357,7 @@ def _list_item_dataclass(tp: Any) -> type | None:
     """The dataclass ``X`` of a ``list[X]`` field, if any."""
     if typing.get_origin(tp) in (list, tuple):
         args = typing.get_args(tp)
-        if args and dataclasses.is_dataclass(args[0]):
+        if args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
             return args[0]
     return None
 
@@ -379,7 +379,7 @@ def schema_for(section: str, choices: dict[str, str | None], schemas: dict[str, 
     return (schemas.get(f"{section}/{option}") if option else None) or schemas.get(section)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _merged_schema(section: str, parts: tuple[type, ...]) -> type:
     """One dataclass with the fields of every part; two parts declaring the same field is a plugin error."""
     from ft.errors import PluginError

@@ -111,17 +111,17 @@ def hydra_overrides(overrides: list[str], plugins: list[Any], sweep_dir: Path, j
 
 def run_with_hydra(session: Any, overrides: list[str], p_flags: list[str], sweep_dir: Path, jobs: list[Any]) -> str:
     """Run the sweep through Hydra's sweeper and launcher; returns an error line ("" when it completed)."""
+    # Hydra's and its plugins' own lines ("Launching 2 jobs", Optuna's best value) on the console, without
+    # Hydra configuring the root logger (which would print every ft line twice).
+    import logging
+    import sys
+
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
     from ft.config import PRIMARY_CONFIG
     from ft.plugins import kernel_conf_dir
-
-    # Hydra's and its plugins' own lines ("Launching 2 jobs", Optuna's best value) on the console, without
-    # Hydra configuring the root logger (which would print every ft line twice).
-    import logging
-    import sys
 
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("[hydra] %(message)s"))

@@ -1,7 +1,7 @@
 """Trainer plumbing shared by every method: the hook-aware trainer class and training arguments.
 
 Method plugins build their trainer from :func:`ft_trainer_class` so that the ``process_batch``,
-``loss``, ``optimizer``, ``lr_scheduler`` and ``batch_sampler`` hooks work the same on top of
+``loss`` and ``batch_sampler`` hooks work the same on top of
 ``transformers.Trainer`` and TRL's trainers alike. This is subclassing, not patching: the base class
 is untouched.
 """
@@ -18,17 +18,18 @@ from ft.distributed import ranks_are_cpu_processes
 
 @functools.cache
 def ft_trainer_class(base: type) -> type:
-    """A subclass of ``base`` (a ``transformers.Trainer``) whose loss, optimizer and scheduler
-    are asked of the plugins first. Pass ``ft_ctx=ctx`` to its constructor."""
+    """A subclass of ``base`` (a ``transformers.Trainer``) whose batches, loss and batching are asked of the
+    plugins first. Pass ``ft_ctx=ctx`` to its constructor."""
 
-    class FtTrainer(base):  # type: ignore[misc, valid-type]
+    class FtTrainer(base):
         def __init__(self, *args: Any, ft_ctx: RunContext | None = None, **kwargs: Any) -> None:
             self.ft_ctx = ft_ctx
             self._ft_loss_parts: dict[str, float] = {}
             self._ft_part_steps: set[int] = set()
+            self._ft_staging_root: str | None = None
             super().__init__(*args, **kwargs)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.ft_ctx is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
@@ -74,7 +75,7 @@ def ft_trainer_class(base: type) -> type:
                 scale = float(self.accelerator.num_processes // tp_size if self.args.n_gpu <= 1 else self.args.n_gpu)
             return {"num_items_in_batch": num_items, "token_loss_scale": scale}
 
-        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             """Add each named loss part (``loss/<name>``) to training logs, reduced like ``loss``: per optimizer
             step the sum over its micro-batches, averaged over the steps since the last log."""
             if "loss" in logs and self._ft_loss_parts:
@@ -85,13 +86,13 @@ def ft_trainer_class(base: type) -> type:
                 self._ft_part_steps.clear()
             super().log(logs, *args, **kwargs)
 
-        def get_train_dataloader(self):  # type: ignore[override]
+        def get_train_dataloader(self):
             batching = self.ft_ctx.batching.get("train") if self.ft_ctx is not None else None
             if batching is None:
                 return super().get_train_dataloader()
             return self._ft_dataloader(batching, self.train_dataset, is_training=True)
 
-        def get_eval_dataloader(self, eval_dataset: Any = None):  # type: ignore[override]
+        def get_eval_dataloader(self, eval_dataset: Any = None):
             batching = self.ft_ctx.batching.get("eval") if self.ft_ctx is not None else None
             if batching is None or (eval_dataset is not None and eval_dataset is not self.eval_dataset):
                 return super().get_eval_dataloader(eval_dataset)
@@ -125,11 +126,11 @@ def ft_trainer_class(base: type) -> type:
                 wrapper.process_index = 0
             return loader
 
-        def _get_output_dir(self, trial: Any) -> str:  # type: ignore[override]
+        def _get_output_dir(self, trial: Any) -> str:
             staging = getattr(self, "_ft_staging_root", None)
             return staging if staging is not None else super()._get_output_dir(trial)
 
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:  # type: ignore[override]
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
             """Write each checkpoint into a staging folder, mark it complete, then rename it into place
             (and only then drop old ones), so a crash never leaves a checkpoint that looks whole."""
             from ft.checkpoints import STAGING, publish_checkpoint
@@ -141,24 +142,6 @@ def ft_trainer_class(base: type) -> type:
             finally:
                 self._ft_staging_root = None
             publish_checkpoint(self, Path(final_root))
-
-        def create_optimizer(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-            if self.optimizer is None and self.ft_ctx is not None:
-                built = self.ft_ctx.pm.hook.optimizer(ctx=self.ft_ctx, model=self.model)
-                if built is not None:
-                    self.optimizer = built
-            return super().create_optimizer(*args, **kwargs)
-
-        def create_scheduler(self, num_training_steps: int, optimizer: Any = None):  # type: ignore[override]
-            if self.lr_scheduler is None and self.ft_ctx is not None:
-                built = self.ft_ctx.pm.hook.lr_scheduler(
-                    ctx=self.ft_ctx, optimizer=optimizer or self.optimizer,
-                    num_training_steps=num_training_steps,
-                )
-                if built is not None:
-                    self.lr_scheduler = built
-                    self._created_lr_scheduler = True
-            return super().create_scheduler(num_training_steps, optimizer)
 
     FtTrainer.__name__ = FtTrainer.__qualname__ = f"Ft{base.__name__}"
     return FtTrainer

@@ -176,7 +176,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, opts: LossOptions, chunk_size: int, backend: str,  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, targets, opts: LossOptions, chunk_size: int, backend: str,
                 wants: tuple[bool, bool, bool], recompute: bool):
         trained = (targets != opts.ignore_index).nonzero().squeeze(1)
         kept_hidden = hidden.index_select(0, trained)
@@ -203,7 +203,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):  # type: ignore[override]
+    def backward(ctx, grad_total):
         scale = grad_total.float()
         if ctx.grads is not None:  # computed in the forward: scale them by the incoming gradient
             grads, ctx.grads = ctx.grads, None

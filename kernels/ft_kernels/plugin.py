@@ -75,9 +75,8 @@ def post_model_load(ctx: Any) -> None:
 
 @hookimpl
 def loss(ctx: Any, call: Any) -> Any:
-    from ft_kernels.token_loss import fused_token_loss
-
     from ft_kernels.linear_ce import linear_cross_entropy
+    from ft_kernels.token_loss import fused_token_loss
 
     options = ctx.cfg.kernels
     if call.need_outputs and not ctx.state(KernelsState).warned_logits:

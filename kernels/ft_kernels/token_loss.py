@@ -12,8 +12,9 @@ wrapper that asks for them (``call.need_outputs``).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ft.api import IGNORE_INDEX, ConfigError, LossCall, LossResult
 

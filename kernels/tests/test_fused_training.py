@@ -7,6 +7,7 @@ import pytest
 
 from ft_testing import LOSS_KERNEL_SETUPS, assert_same_training, run_ft, train_tiny_sft
 
+
 @pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_the_fused_loss_trains_exactly_like_the_methods_own(tiny_model_dir, tmp_path, setup):
     plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", LOSS_KERNEL_SETUPS[setup])

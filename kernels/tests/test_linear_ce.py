@@ -16,8 +16,8 @@ import torch
 if not torch.cuda.is_available():  # before Triton's kernels are defined: they are interpreted on the CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from ft_testing import assert_linear_ce_matches, linear_ce_case, reference_linear_cross_entropy  # noqa: E402
 from ft_kernels.linear_ce import linear_cross_entropy  # noqa: E402
+from ft_testing import assert_linear_ce_matches, linear_ce_case, reference_linear_cross_entropy  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = ["torch", "triton"]

@@ -8,8 +8,14 @@ import pytest
 import torch
 from cut_cross_entropy import linear_cross_entropy
 
-from ft_testing import (LOSS_KERNEL_SETUPS, assert_linear_ce_matches, assert_same_training, linear_ce_case, run_ft,
-                        train_tiny_sft)
+from ft_testing import (
+    LOSS_KERNEL_SETUPS,
+    assert_linear_ce_matches,
+    assert_same_training,
+    linear_ce_case,
+    run_ft,
+    train_tiny_sft,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 #: cce's own Triton kernels need a GPU (and do not run under Triton's interpreter); filter_eps=None is exact.

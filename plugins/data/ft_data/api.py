@@ -17,6 +17,7 @@ from ft_data.formats import (
     ALPACA_PROMPT_NO_INPUT,
     ALPACA_PROMPT_WITH_INPUT,
     BUILTIN_FORMATS,
+    DEFAULT_ROLE_MAP,
     IGNORE_INDEX,
     Bad,
     FormatOptions,
@@ -27,9 +28,19 @@ from ft_data.formats import (
     format_pretokenized,
     format_template,
 )
-from ft_data.formats import DEFAULT_ROLE_MAP
-from ft_data.pipeline import DatasetSpec, Policy, PreparedData, apply_policy, options_for, plain, policy_for, prepare_data, \
-    resolve_formats, run_format, specs_from_config
+from ft_data.pipeline import (
+    DatasetSpec,
+    Policy,
+    PreparedData,
+    apply_policy,
+    options_for,
+    plain,
+    policy_for,
+    prepare_data,
+    resolve_formats,
+    run_format,
+    specs_from_config,
+)
 from ft_data.pipeline import _select as select_rows
 from ft_data.plugin import bundle_from_rows
 from ft_data.schema import DataConfig, DatasetConfig

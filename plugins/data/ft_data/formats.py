@@ -649,11 +649,14 @@ class ChatTemplateFormat:
             return
         stand_in = [dict(t, content=f"\ue000{i}\ue001") if t["content"] else t for i, t in enumerate(turns)]
         skeleton = self.render(stand_in)
-        pieces, position, cursor, spans = [], 0, 0, {}
+        pieces: list[Any] = []
+        position = cursor = 0
+        spans: dict[int, tuple[int, int]] = {}
+        placed = True
         for match in _PLACEHOLDER.finditer(skeleton):
             number = int(match.group(1))
             if number in spans or number >= len(turns):
-                spans = None
+                placed = False
                 break
             pieces.append(skeleton[cursor:match.start()])
             position += match.start() - cursor
@@ -662,7 +665,7 @@ class ChatTemplateFormat:
             pieces.append(content)
             position += len(content)
             cursor = match.end()
-        if spans is not None:
+        if placed:
             pieces.append(skeleton[cursor:])
             if "".join(pieces) == plan.text:
                 plan.spans = {i: spans.get(i) for i in wanted}

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ft.api import ConfigError, DataError
 from ft_data import cache
 from ft_data.formats import IGNORE_INDEX, Bad, FormatOptions
 from ft_data.sources import RowSource, hash_rows, is_local, is_saved_dataset, load_hub, local_fingerprint, read_local
-from ft.api import ConfigError, DataError
 
 log = logging.getLogger("ft")
 
@@ -106,7 +106,7 @@ def options_for(data_cfg: dict[str, Any], entry: dict[str, Any] | None = None) -
         if entry and entry.get(name) is not None:
             merged[name] = entry[name]
     merged["sequence_len"] = int(data_cfg.get("sequence_len") or 512)
-    return FormatOptions(**merged)
+    return FormatOptions(**merged)  # type: ignore[arg-type]  # each value checked by the schema at validate
 
 
 def policy_for(data_cfg: dict[str, Any], seed: int) -> Policy:
@@ -149,7 +149,7 @@ def specs_from_config(data_cfg: dict[str, Any], which: str = "train") -> list[Da
 
 # -- running a format ----------------------------------------------------------------------------
 
-_JOB: tuple[Any, Any, Any] | None = None
+_JOB: tuple[Any, Any, Any, int | None] | None = None
 
 
 #: No tokenizer makes a token of more characters than this: a row with more characters than
@@ -258,7 +258,7 @@ def apply_policy(results: list[Any], policy: Policy, where: Callable[[int], str]
                              "dropped_bad_row": len(dropped_unreadable or []), "dropped_too_long": 0, "truncated": 0,
                              "dropped_too_short": 0, "dropped_no_trained_tokens": 0, "rows": 0,
                              "tokens": 0, "trained_tokens": 0}
-    first_bad = (dropped_unreadable or [None])[0]
+    first_bad = dropped_unreadable[0] if dropped_unreadable else None
     kept: list[dict[str, list[int]]] = []
     lengths: list[int] = []
     limit = policy.sequence_len
@@ -471,7 +471,8 @@ def prepare_data(data_cfg: Any, tokenizer: Any, formats: dict[str, Callable[...,
     tokenizer_id = cache.tokenizer_identity(tokenizer)
     factory = _progress_factory(progress)
     prepared = PreparedData(train=None, eval=None)
-    train_parts, eval_parts = [], []
+    train_parts: list[Any] = []
+    eval_parts: list[Any] = []
     for which, specs, bucket in (("train", train_specs, train_parts), ("eval", eval_specs, eval_parts)):
         for number, spec in enumerate(specs):
             formatter = pick_format(formats, spec.format)

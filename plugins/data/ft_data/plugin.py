@@ -12,8 +12,8 @@ import argparse
 import hashlib
 import json
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ft.api import ConfigError, DataError, DatasetBundle, PluginInfo, RunContext, hookimpl
@@ -110,9 +110,9 @@ def collator(ctx: RunContext) -> Any:
 
 
 def _check_entry(prefix: str, entry: Any, data: dict[str, Any]) -> None:
-    from ft_data.sources import is_local
     from ft.api import validate_node
     from ft_data.schema import DatasetConfig
+    from ft_data.sources import is_local
 
     if not isinstance(entry, dict):
         raise ConfigError(f"{prefix}={entry!r} is not valid: expected a mapping with at least 'path'")
@@ -174,8 +174,8 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
 
 def _check_local_data(key: str, path: str, split: str, data_files: Any) -> None:
     """A local data path must exist and name data ft can read (a folder with no data file is an error)."""
-    from ft_data.sources import is_local, resolve_files
     from ft.api import path_exists
+    from ft_data.sources import is_local, resolve_files
 
     if not is_local(path):
         return

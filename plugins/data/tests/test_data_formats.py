@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ft.errors import DataError
 from ft_data.api import IGNORE_INDEX, FormatOptions, format_alpaca, format_chat_template
 from ft_data.formats import (
     ALPACA_PROMPT_NO_INPUT,
@@ -22,7 +23,6 @@ from ft_data.formats import (
     format_pretokenized,
     format_template,
 )
-from ft.errors import DataError
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -135,7 +135,7 @@ def test_multi_turn_chat_masks_every_turn_exactly_for_each_train_on_eos(tok, hh_
         assert tok.decode(example["input_ids"]) == tok.apply_chat_template(messages, tokenize=False)
         assert trained_runs(tok, example) == chat_expectation(messages, {"assistant"}, mode)
         # The template's scaffolding (default system prompt, role headers) is never trained.
-        text = tok.decode([t for t, l in zip(example["input_ids"], example["labels"]) if l != IGNORE_INDEX])
+        text = tok.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX])
         assert "<|im_start|>" not in text and "SmolLM" not in text
 
 

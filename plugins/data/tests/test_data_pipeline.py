@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ft_data.api import BUILTIN_FORMATS, prepare_data
 from ft.errors import DataError
+from ft_data.api import BUILTIN_FORMATS, prepare_data
 
 CHAT = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                       {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]} for i in range(12)]

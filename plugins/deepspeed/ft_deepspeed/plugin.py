@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
-
 from ft_deepspeed.schema import ZeroConfig
 
 FT_PLUGIN = PluginInfo(

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from ft_testing import assert_loads_without_ft, assert_same_run, run_ft
-
 from ft_deepspeed.plugin import deepspeed_config
 from ft_deepspeed.schema import ZeroConfig
+from ft_testing import assert_loads_without_ft, assert_same_run, run_ft
 
 
 @pytest.mark.slow

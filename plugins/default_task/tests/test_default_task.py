@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import subprocess
+import sys
 
 import pytest
 

@@ -19,7 +19,6 @@ import logging
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
-
 from ft_fsdp.schema import FsdpConfig
 
 FT_PLUGIN = PluginInfo(

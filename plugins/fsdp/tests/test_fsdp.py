@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from ft_testing import (assert_loads_without_ft, assert_same_run, install_fake_plugin, logged_losses, run_ft,
-                        run_lifecycle, saved_weights)
+from ft_testing import (
+    assert_loads_without_ft,
+    assert_same_run,
+    install_fake_plugin,
+    logged_losses,
+    run_ft,
+    run_lifecycle,
+    saved_weights,
+)
 
 FSDP = ("dist=fsdp", "dist.nproc_per_node=2", "trainer.micro_batch_size=2")
 

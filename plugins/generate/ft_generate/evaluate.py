@@ -59,8 +59,8 @@ def _data_overrides(run_overrides: list[str]) -> list[str]:
 
 def choose_rows(path: Path, overrides: list[str], p_flags: list[str]) -> tuple[Any, list[dict[str, Any]], str]:
     """The prepared (composed, validated) config, the raw rows to evaluate and a line saying where they come from."""
-    from ft_data.api import read_rows
     from ft.api import prepare_run
+    from ft_data.api import read_rows
 
     run_dir, record = _run_record(path)
     for item in overrides:
@@ -71,14 +71,14 @@ def choose_rows(path: Path, overrides: list[str], p_flags: list[str]) -> tuple[A
             raise ConfigError(f"ft eval takes data overrides only (data=..., data.*=...), not '{item}'")
     base = _data_overrides(record.get("overrides", [])) if run_dir else []
     user_path = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("data.path=")), None)
-    if user_path is None and not run_dir:
+    if user_path is None and run_dir is None:
         raise ConfigError(f"{path} is not an ft run folder, so it has no held-out rows; name some: "
                           f"ft eval {path} data=chat data.path=FILE")
     if user_path is None and any(o.lstrip("+").startswith("data.val_path=") for o in overrides):
         raise ConfigError("ft eval evaluates data.path; pass the file as data.path=FILE")
     prepared = prepare_run([*base, *overrides], p_flags)
     cfg = prepared.cfg
-    if user_path is not None:
+    if user_path is not None or run_dir is None:
         return prepared, read_rows(cfg.data.path), f"{cfg.data.path} (every row)"
     heldout = run_dir / "task" / "heldout.jsonl"
     if heldout.is_file():
@@ -133,9 +133,9 @@ def token_loss(model: Any, dataset: Any, tokenizer: Any, batch_size: int) -> tup
 def evaluate(path: Path, overrides: list[str], p_flags: list[str], max_rows: int | None = None, batch_size: int = 8,
              max_new_tokens: int = 64, generate: bool = True, base: str | None = None) -> dict[str, Any]:
     """Load the model at ``path``, evaluate it on the chosen rows; return the result as a dict."""
-    from ft_generate.plugin import load_for_generation
     from ft_data.api import prepare_data, resolve_formats
     from ft_default_task.task import score
+    from ft_generate.plugin import load_for_generation
 
     prepared_run, rows, where = choose_rows(path, overrides, p_flags)
     cfg = prepared_run.cfg

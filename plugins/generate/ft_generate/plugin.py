@@ -19,7 +19,6 @@ default, so the same prompt gives the same answer; ``--temperature`` > 0 samples
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +49,12 @@ class LoadedForGeneration:
     sampler: Any = None
 
 
+NO_MODEL = "no model found (expected an ft run folder with model/, or a folder with config.json or a PEFT adapter_config.json)"
+
+
 def find_model_folder(path: Path) -> Path:
-    """The model folder of a run folder (``model/``), or ``path`` itself if it holds a model or adapter."""
+    """The model folder of a run folder (``model/``), or ``path`` itself if it holds a model or adapter, or any
+    other folder (a plugin's own saved form, which ``load_for_inference`` may recognise)."""
     for candidate in (path, path / "model"):
         if (candidate / "config.json").is_file() or (candidate / "adapter_config.json").is_file():
             return candidate
@@ -60,10 +63,9 @@ def find_model_folder(path: Path) -> Path:
             f"{path}: the run has no final model (model/); pass one of its checkpoints instead, "
             f"e.g. {path}/checkpoints/checkpoint-N"
         )
-    raise GenerateError(
-        f"{path}: no model found (expected an ft run folder with model/, or a folder with config.json "
-        f"or a PEFT adapter_config.json)"
-    )
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        return path
+    raise GenerateError(f"{path}: {NO_MODEL}")
 
 
 def run_config_for(model_folder: Path) -> dict[str, Any]:
@@ -102,9 +104,11 @@ def load_for_generation(path: Path, base_arg: str | None = None, dtype: str | No
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         description = f"model {folder}"
         tokenizer_source = folder
-    else:
+    elif (folder / "adapter_config.json").is_file():
         raise GenerateError(f"{folder} holds an adapter (adapter_config.json) and no installed plugin loads it for "
                             f"inference; install the plugin that trained it (for a LoRA adapter: ft-lora)")
+    else:
+        raise GenerateError(f"{folder}: {NO_MODEL}")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -69,7 +69,7 @@ def score_held_out(model: Any, tokenizer: Any, rows: list[dict[str, Any]], funcs
     texts, ids = generate(model, tokenizer, prompts, max_new_tokens, progress=progress)
     chat = bool(prompts) and isinstance(prompts[0], list)
     completions = [[{"role": "assistant", "content": t}] for t in texts] if chat else texts
-    columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"} if rows else {}
+    columns: dict[str, Any] = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"} if rows else {}
     per_reward, totals = {}, [0.0] * len(rows)
     for func, weight in zip(funcs, weights):
         values = func(prompts=prompts, completions=completions, completion_ids=ids, **columns)

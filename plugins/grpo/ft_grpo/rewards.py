@@ -146,6 +146,6 @@ def weighted_total(scores: dict[str, list[float | None]], weights: dict[str, flo
     count = len(next(iter(scores.values()))) if scores else 0
     total = []
     for i in range(count):
-        parts = [weights[name] * values[i] for name, values in scores.items() if values[i] is not None]
+        parts = [weights[name] * value for name, values in scores.items() if (value := values[i]) is not None]
         total.append(sum(parts))
     return total

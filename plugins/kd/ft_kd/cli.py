@@ -41,10 +41,9 @@ def dump(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ft.api import prepare_run
-
-    from ft_model.api import from_pretrained_offline_first, resolve_model_path
     from ft_kd.plugin import check_same_tokenizer, local_vocab_size
     from ft_kd.store import teacher_topk, write_dump
+    from ft_model.api import from_pretrained_offline_first, resolve_model_path
 
     out = _fresh(args.out)
     if args.top_k < 1:
@@ -79,9 +78,8 @@ def make_student(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ft.api import DataError
-
-    from ft_model.api import from_pretrained_offline_first, resolve_model_path
     from ft_kd.store import cut_layers
+    from ft_model.api import from_pretrained_offline_first, resolve_model_path
 
     out = _fresh(args.out)
     source = resolve_model_path(args.teacher)

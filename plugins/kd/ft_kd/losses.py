@@ -33,7 +33,8 @@ def trained_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """``(batch, position)`` indices of the positions whose next token is trained."""
     nxt = torch.full_like(labels, IGNORE_INDEX)
     nxt[:, :-1] = labels[:, 1:]
-    return torch.nonzero(nxt != IGNORE_INDEX, as_tuple=True)
+    rows, positions = torch.nonzero(nxt != IGNORE_INDEX, as_tuple=True)
+    return rows, positions
 
 
 def divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl

@@ -14,7 +14,6 @@ from typing import Any
 
 from ft.api import ConfigError
 from ft_lora.inference import ADAPTER_RECORD
-
 from ft_lora.schema import (
     ALL_LINEAR,
     adapter_folder,
@@ -74,10 +73,10 @@ def lora_config(adapter: Any) -> Any:
         target_modules=ALL_LINEAR if isinstance(targets, str) else [str(t) for t in targets],
         exclude_modules=[str(m) for m in adapter.exclude_modules] if adapter.exclude_modules else None,
         modules_to_save=[str(m) for m in adapter.modules_to_save] if adapter.modules_to_save else None,
-        bias=str(adapter.bias),
+        bias=adapter.bias,
         use_dora=adapter.use_dora,
         use_rslora=adapter.use_rslora,
-        init_lora_weights=peft_init_value(str(adapter.init)),
+        init_lora_weights=peft_init_value(str(adapter.init)),  # type: ignore[arg-type]  # PEFT's Literal, checked at validate
     )
 
 
@@ -112,11 +111,11 @@ def wrap_model(model: Any, adapter: Any, run_dir: Path, gradient_checkpointing: 
     if gradient_checkpointing and not is_quantized(model):
         # Frozen embeddings give activations without grad; checkpointed blocks then get no gradient.
         wrapped.enable_input_require_grads()
-    config = wrapped.peft_config["default"]
+    applied: Any = wrapped.peft_config["default"]  # a LoraConfig
     wrapped_layers = sorted({name.rsplit(".", 1)[-1] for name, module in wrapped.named_modules()
                              if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {})})
-    log.info("lora: r=%s alpha=%s%s%s on %s", config.r, config.lora_alpha,
-             " dora" if config.use_dora else "", " rslora" if config.use_rslora else "",
+    log.info("lora: r=%s alpha=%s%s%s on %s", applied.r, applied.lora_alpha,
+             " dora" if applied.use_dora else "", " rslora" if applied.use_rslora else "",
              ", ".join(wrapped_layers))
     return wrapped
 

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ft.api import PluginInfo, hookimpl
-
-from ft_model.api import local_model_folder
-
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
+from ft_model.api import local_model_folder
 
 FT_PLUGIN = PluginInfo(
     name="lora", contract="3.0",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lora_helpers import ModelSpy, probe_ids, run_lifecycle, tiny_args  # noqa: F401 (probe_ids is a fixture)
+
 from ft.cli import main
 
 #: Loads adapters the way a user without ft would: transformers + PEFT only (ft's packages are blocked).

@@ -3,8 +3,14 @@ dependency): naming, finding and loading models the way a run does, offline-firs
 
 from __future__ import annotations
 
-from ft_model.plugin import (BUILTIN_MODELS, ModelError, from_pretrained_offline_first, local_model_folder,
-                             resolve_model_path, torch_dtype)
+from ft_model.plugin import (
+                             BUILTIN_MODELS,
+                             ModelError,
+                             from_pretrained_offline_first,
+                             local_model_folder,
+                             resolve_model_path,
+                             torch_dtype,
+)
 from ft_model.smollm2 import ensure_smollm2
 
 __all__ = ["BUILTIN_MODELS", "ModelError", "ensure_smollm2", "from_pretrained_offline_first", "local_model_folder",

@@ -44,12 +44,13 @@ def per_row_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torc
     positions = kwargs.get("position_ids")
     length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    spans_per_row = None
+    spans_per_row: list[list[tuple[int, int]]] | None = None
     if positions is not None and causal and length > 1 and key.shape[2] == length and positions.shape[-1] == length:
         positions = positions.expand(query.shape[0], -1) if positions.shape[0] != query.shape[0] else positions
-        spans_per_row = [row_spans(row) for row in positions]
-        if any(spans is None for spans in spans_per_row) or all(len(spans) == 1 for spans in spans_per_row):
-            spans_per_row = None  # not packed: exactly what sdpa does
+        found = [row_spans(row) for row in positions]
+        whole = [spans for spans in found if spans is not None]
+        if len(whole) == len(found) and not all(len(spans) == 1 for spans in whole):
+            spans_per_row = whole  # packed rows; otherwise exactly what sdpa does
     if spans_per_row is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

@@ -23,8 +23,8 @@ at most N tokens" is one ``bisect``; ten thousand rows pack in tens of milliseco
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -103,7 +103,8 @@ class _LengthPool:
         single = self.longest_at_most(room)
         if single is None:
             return ()
-        choice, total = (single,), single
+        choice: tuple[int, ...] = (single,)
+        total = single
         longest = self.present[-1]
         if total < room and room <= 2 * longest:
             pair, pair_sum = self.best_pair(room)
@@ -184,7 +185,7 @@ def pack_rows(lengths: Sequence[int] | np.ndarray, capacity: int, *, seed: int, 
             else:
                 packs.append(pack)
     if rng is not None:
-        rng.shuffle(packs)  # type: ignore[arg-type]
+        rng.shuffle(packs)
     return packs
 
 

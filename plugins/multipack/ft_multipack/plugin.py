@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ft.api import ConfigError, PluginInfo, gathered_weights, hookimpl
-
 from ft_multipack.schema import MultipackConfig, check_packing_values
 
 FT_PLUGIN = PluginInfo(
@@ -173,7 +172,6 @@ def _inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
 @hookimpl
 def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
     from ft.api import Batching
-
     from ft_multipack.sampler import MultipackBatchSampler, PackedRows, row_lengths
 
     packing = ctx.cfg.packing

@@ -99,7 +99,8 @@ def write_model_card(folder: Path, run_dir: Path, merged_from: Path | None = Non
     lines += [f"| {label} | {_fmt(value)} |" for label, path in _HYPERPARAMETERS
               if (value := _get(config, path)) not in (None, -1, "")]
     for section in _OPTION_SECTIONS:
-        options = config.get(section) if isinstance(config.get(section), dict) else {}
+        found = config.get(section)
+        options: dict[str, Any] = found if isinstance(found, dict) else {}
         lines += [f"| {section}.{key} | {_fmt(value)} |" for key, value in options.items()
                   if isinstance(value, (int, float, str, bool)) and key != "name" and value not in ("", None)]
     if metrics:

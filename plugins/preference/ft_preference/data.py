@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import Any, Literal
 
 from ft.api import DataError, DatasetBundle, RunContext, to_plain
 from ft_data.api import read_rows
@@ -74,7 +74,8 @@ def load_split(data: dict[str, Any], path: str | None, kind: str, seed: int, whi
                                  max_pairs_per_prompt=int(data.get("max_pairs_per_prompt") or 4), source=str(path))
         rows, stats = converted.rows, {f"source_{k}" if k in ("rows_in", "rows_out") else k: v
                                        for k, v in converted.stats.items()}
-    loader_kind = "unpaired" if kind == "unpaired" and (shape == "unpaired" or rows is not None) else "pairwise"
+    loader_kind: Literal["pairwise", "unpaired"] = (
+        "unpaired" if kind == "unpaired" and (shape == "unpaired" or rows is not None) else "pairwise")
     loaded = load_preference_rows(loader_cfg, loader_kind, seed, rows=rows)
     out = loaded.train
     if kind == "unpaired" and loader_kind == "pairwise":
@@ -123,7 +124,7 @@ def prepare(ctx: RunContext, kind: str) -> DatasetBundle:
 
     data = plain_config(ctx.cfg.data)
     method = ctx.cfg.method
-    seed = int(data.get("seed") if data.get("seed") is not None else ctx.cfg.seed)
+    seed = int(data["seed"]) if data.get("seed") is not None else int(ctx.cfg.seed)
     if is_embedded_default(data):
         train_rows, eval_rows, train_stats, eval_stats = embedded_pairs(data["task"], kind)
     else:

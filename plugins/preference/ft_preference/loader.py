@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ft_data.api import DEFAULT_ROLE_MAP
 from ft.api import DataError
+from ft_data.api import DEFAULT_ROLE_MAP
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -122,7 +122,7 @@ def check_pair(row: dict[str, Any], checker: _Checker) -> dict[str, Any]:
             while (shared < min(len(full_chosen), len(full_rejected)) - 1
                    and full_chosen[shared] == full_rejected[shared]):
                 shared += 1
-            prompt, chosen, rejected = full_chosen[:shared], full_chosen[shared:], full_rejected[shared:]
+            prompt, chosen, rejected = full_chosen[:shared], full_chosen[shared:], full_rejected[shared:]  # type: ignore[assignment]
             if not prompt:
                 raise DataError("'chosen' and 'rejected' share no prompt messages; add a 'prompt' field")
         else:
@@ -186,7 +186,16 @@ def load_preference_rows(data_cfg: Any, kind: Literal["pairwise", "unpaired"] = 
       drops and counts them (``stats["dropped_bad_row"]``). No rows left is an error.
     * Nothing is tokenized here and nothing is cached: the plugin tokenizes with its trainer.
     """
-    from ft_data.api import RowSource, is_local, is_saved_dataset, load_hub, plain, policy_for, read_local, specs_from_config
+    from ft_data.api import (
+        RowSource,
+        is_local,
+        is_saved_dataset,
+        load_hub,
+        plain,
+        policy_for,
+        read_local,
+        specs_from_config,
+    )
     from ft_data.api import select_rows as _select
 
     data_cfg = plain(data_cfg) or {}

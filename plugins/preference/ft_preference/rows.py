@@ -223,7 +223,7 @@ def dialogue_to_pair(row: dict[str, Any], style: str = "keep") -> dict[str, Any]
     if chosen == rejected:
         raise RowProblem("identical", "'chosen' and 'rejected' are identical, so the pair teaches nothing")
     if isinstance(chosen, str):
-        pair = split_text_dialogue(chosen, rejected)
+        pair: dict[str, Any] = dict(split_text_dialogue(chosen, rejected))
         if style == "messages":
             prompt = hh_turns(pair["prompt"])[:-1]  # the last turn is the open "Assistant:"
             if not prompt:
@@ -250,7 +250,7 @@ def _gsm8k_solutions(row: dict[str, Any], keep_calculator: bool) -> tuple[str, l
     wrong: list[str] = []
     if isinstance(row.get("ground_truth"), str) and row["ground_truth"].strip():
         right.append(clean_gsm8k_solution(row["ground_truth"], keep_calculator))
-    for key, value in row.items():
+    for value in row.values():
         if isinstance(value, dict) and "is_correct" in value and isinstance(value.get("solution"), str):
             solution = clean_gsm8k_solution(value["solution"], keep_calculator)
             if solution:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ft_data.schema import DatasetConfig as DatasetEntry  # one entry of ``data.datasets``: ft-data's schema
 from ft.api import bounded, path_field
+from ft_data.schema import DatasetConfig as DatasetEntry  # one entry of ``data.datasets``: ft-data's schema
 
 #: The loss variants TRL 1.16's DPOTrainer implements (``DPOConfig.loss_type``).
 DpoLossType = Literal[

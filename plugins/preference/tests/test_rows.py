@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ft.errors import DataError
+from ft_preference.loader import prompt_key, split_by_prompt  # the one held-out split of preference rows
 from ft_preference.rows import (
     clean_gsm8k_solution,
     convert_rows,
@@ -17,7 +18,6 @@ from ft_preference.rows import (
     gsm8k_to_unpaired,
     pairs_to_unpaired,
 )
-from ft_preference.loader import prompt_key, split_by_prompt  # the one held-out split of preference rows
 
 
 def hh_rows(shared_data, n=50):

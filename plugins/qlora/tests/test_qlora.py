@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from qlora_helpers import ModelSpy, probe_ids, run_lifecycle, tiny_args  # noqa: F401 (probe_ids is a fixture)
 
 from ft import hookimpl
 from ft.cli import main
-from qlora_helpers import ModelSpy, probe_ids, run_lifecycle, tiny_args  # noqa: F401 (probe_ids is a fixture)
 
 #: A user's own script, with no ft importable: the 4-bit base as they would load it, plus the adapter.
 PLAIN_PEFT_4BIT = r"""

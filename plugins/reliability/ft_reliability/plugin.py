@@ -167,8 +167,17 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ft.api import (incomplete_checkpoints, last_complete_checkpoint, launch, prepare_run, ranks_from_env, redact,
-                        run_prepared, under_launcher, wants_processes)
+    from ft.api import (
+        incomplete_checkpoints,
+        last_complete_checkpoint,
+        launch,
+        prepare_run,
+        ranks_from_env,
+        redact,
+        run_prepared,
+        under_launcher,
+        wants_processes,
+    )
 
     run_dir = Path(args.run_dir)
     record_path, config_path = run_dir / "run.json", run_dir / "config.yaml"

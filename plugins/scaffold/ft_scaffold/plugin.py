@@ -15,9 +15,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ft.api import hookimpl
-from ft.api import ConfigError
-from ft.api import PluginInfo
+from ft.api import ConfigError, PluginInfo, hookimpl
 
 FT_PLUGIN = PluginInfo(name="scaffold", description="ft new-plugin: write a complete plugin distribution to start from")
 
@@ -61,8 +59,7 @@ def check_name(name: str, group: str) -> None:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ConfigError(f"'{name}' is not a valid plugin name: use 2-40 lower case letters, digits and _, "
                           "starting with a letter (it becomes the package ft_NAME and the option GROUP=NAME)")
-    from ft.api import available_options
-    from ft.api import discover
+    from ft.api import available_options, discover
 
     found = discover([])
     if name in {p.name for p in [*found.plugins, *found.disabled]}:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from ft_scaffold.templates import GROUPS
 from ft.cli import main
+from ft_scaffold.templates import GROUPS
 from ft_testing import run_ft
 
 

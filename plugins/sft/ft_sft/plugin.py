@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from ft.api import PluginInfo, RunContext, ft_trainer_class, hookimpl
 

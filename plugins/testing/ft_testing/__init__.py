@@ -16,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ft.api import hookimpl
-from ft.api import run_lifecycle  # noqa: F401 - part of the kit: run overrides like ft run, in this process
+from ft.api import (
+    hookimpl,
+    run_lifecycle,  # noqa: F401 - part of the kit: run overrides like ft run, in this process
+)
 
 try:  # the helpers work without pytest; only the fixtures need it
     import pytest
@@ -135,11 +137,11 @@ def chat_file(tmp_path) -> Path:
 def build_context(overrides: list[str], run_dir: Path, *spies: object):
     """A run context taken through ft's lifecycle up to ``create_trainer`` (the same hook calls as
     ``ft run``, on one process), so tests can look at the trainer, the model and the data before training."""
+    from transformers import set_seed
+
     from ft import lifecycle
     from ft.distributed import Ranks
     from ft.runner import prepare_run
-
-    from transformers import set_seed
 
     run_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_run(overrides, spies=spies)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # typing only: importing the config engine here would cost every import of ft.context
+    from pluggy import PluginManager
+
+    from ft.schema import FtConfig
 
 T = TypeVar("T")
 
@@ -75,13 +80,13 @@ class RunContext:
     """Everything a run has built so far; hooks read it and set the attribute their stage owns."""
 
     #: The typed, validated config: one dataclass instance per section (``cfg.optim.lr`` is a float).
-    cfg: Any
+    cfg: FtConfig
     choices: dict[str, str | None]
     run_dir: Path
-    #: The active plugins' manager: lifecycle hooks go through it.
-    pm: Any
+    #: The active plugins' manager: lifecycle hooks go through it (``ctx.pm.hook.<name>(...)``).
+    pm: PluginManager
     #: Every installed plugin's manager, for the config-time hooks (``dataset_formats``...).
-    installed_pm: Any = None
+    installed_pm: PluginManager | None = None
     #: How the trainer asks for a batch's loss: the ``loss`` hook of the active plugins, less the loss
     #: wrappers that do not serve the selected method (``PluginInfo.loss_wrapper_traits``).
     loss_hook: Callable[..., LossResult] | None = None

@@ -445,9 +445,25 @@ class ConfigSection:
 class FtConfig(ConfigSection):
     """The typed, validated config of a run: each section an instance of its schema dataclass.
 
-    ``cfg.optim.lr`` is a float, ``cfg.adapter`` a ``LoraAdapterConfig`` (or ``None`` when no
-    adapter is selected); ``cfg.get("adapter")`` and ``"adapter" in cfg`` work on the root.
+    ``cfg.optim.lr`` is a float, ``cfg.adapter`` the selected adapter option's schema instance (or
+    ``None`` when no adapter is selected); ``cfg.get("adapter")`` and ``"adapter" in cfg`` work on the root.
+    The kernel's sections are typed here; a plugin's sections are its own schema classes.
     """
+
+    seed: int
+    optim: OptimConfig
+    trainer: TrainerConfig
+    run: RunConfig
+    sweep: SweepConfig
+    dist: DistConfig
+    #: Sections of plugins' groups (their schemas, or ``None`` when the group selects nothing).
+    model: Any
+    data: Any
+    method: Any
+    adapter: Any
+    packing: Any
+    kernels: Any
+    logger: Any
 
     def __init__(self, sections: dict[str, Any]) -> None:
         self.__dict__.update(sections)

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="kernels", contract="3.0",
@@ -55,7 +55,7 @@ def triton_can_run() -> bool:
 
 
 @hookimpl
-def pre_model_load(ctx: Any) -> None:
+def pre_model_load(ctx: RunContext) -> None:
     options = ctx.cfg.kernels
     if options.backend == "triton" and not triton_can_run():
         raise ConfigError("kernels.backend=triton needs a GPU and Triton (or TRITON_INTERPRET=1 to run it, slowly, "
@@ -64,7 +64,7 @@ def pre_model_load(ctx: Any) -> None:
 
 
 @hookimpl
-def post_model_load(ctx: Any) -> None:
+def post_model_load(ctx: RunContext) -> None:
     from ft_kernels.token_loss import check_fusable
 
     check_fusable(ctx.model, WHO)
@@ -74,7 +74,7 @@ def post_model_load(ctx: Any) -> None:
 
 
 @hookimpl
-def loss(ctx: Any, call: Any) -> Any:
+def loss(ctx: RunContext, call: Any) -> Any:
     from ft_kernels.linear_ce import linear_cross_entropy
     from ft_kernels.token_loss import fused_token_loss
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="cce", contract="3.0",
@@ -59,7 +59,7 @@ def filter_eps(value: str | None) -> float | str | None:
 
 
 @hookimpl
-def pre_model_load(ctx: Any) -> None:
+def pre_model_load(ctx: RunContext) -> None:
     import torch
 
     impl = ctx.cfg.kernels.impl
@@ -76,7 +76,7 @@ def pre_model_load(ctx: Any) -> None:
 
 
 @hookimpl
-def post_model_load(ctx: Any) -> None:
+def post_model_load(ctx: RunContext) -> None:
     from ft_kernels.token_loss import check_fusable
 
     head = check_fusable(ctx.model, WHO)
@@ -86,7 +86,7 @@ def post_model_load(ctx: Any) -> None:
 
 
 @hookimpl
-def loss(ctx: Any, call: Any) -> Any:
+def loss(ctx: RunContext, call: Any) -> Any:
     from cut_cross_entropy import linear_cross_entropy
 
     from ft_kernels.token_loss import fused_token_loss

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl, selected_options
 from ft_deepspeed.schema import ZeroConfig
 
 FT_PLUGIN = PluginInfo(
@@ -121,7 +121,7 @@ def join_process_group() -> None:
 
 
 @hookimpl
-def gather_weights(ctx: Any, model: Any) -> Any:
+def gather_weights(ctx: RunContext, model: Any) -> Any:
     """Under ZeRO-3 each rank holds an empty placeholder per parameter: DeepSpeed's ``GatheredParameters``
     makes them whole for a forward pass outside the engine (scoring, checks, samples)."""
     if not any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()):
@@ -132,7 +132,7 @@ def gather_weights(ctx: Any, model: Any) -> Any:
 
 
 @hookimpl
-def training_args(ctx: Any) -> dict[str, Any]:
+def training_args(ctx: RunContext) -> dict[str, Any]:
     stage = selected_stage(ctx.choices)
     if stage is None:
         return {}

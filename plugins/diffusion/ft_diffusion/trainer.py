@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import gathered_weights
+from ft.api import RunContext, gathered_weights
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def masked_accuracy(model: Any, dataset: Any, pad_id: int, settings: Settings, r
 SAMPLE_TOKENS = 32
 
 
-def samples_callback(ctx: Any, sample: Any, prompts: list[list[int]], every: int) -> Any:
+def samples_callback(ctx: RunContext, sample: Any, prompts: list[list[int]], every: int) -> Any:
     """Every ``every`` steps, generate answers for a few held-out prompts into ``samples.jsonl``."""
     from transformers import TrainerCallback
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl, selected_options
 from ft_fsdp.schema import FsdpConfig
 
 FT_PLUGIN = PluginInfo(
@@ -57,7 +57,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
 
 
 @hookimpl
-def training_args(ctx: Any) -> dict[str, Any]:
+def training_args(ctx: RunContext) -> dict[str, Any]:
     if not _selected(ctx.choices):
         return {}
     dist = ctx.cfg.dist
@@ -75,7 +75,7 @@ def training_args(ctx: Any) -> dict[str, Any]:
 
 
 @hookimpl
-def post_model_load(ctx: Any) -> None:
+def post_model_load(ctx: RunContext) -> None:
     if not _selected(ctx.choices):
         return
     model = ctx.model
@@ -94,7 +94,7 @@ def post_model_load(ctx: Any) -> None:
 
 
 @hookimpl(tryfirst=True)
-def post_trainer_create(ctx: Any) -> None:
+def post_trainer_create(ctx: RunContext) -> None:
     if not _selected(ctx.choices) or ctx.world_size <= 1:
         return
     trainer = ctx.trainer
@@ -125,7 +125,7 @@ def use_fsdp_on_cpu_processes(trainer: Any) -> None:
 
 
 @hookimpl
-def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
+def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     """The final model is saved whole: one safetensors file any transformers install loads."""
     if not _selected(ctx.choices):
         return

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="kd", contract="3.0",
@@ -51,7 +51,7 @@ class KdState:
 
 
 @hookimpl
-def prepare_model(ctx: Any) -> None:
+def prepare_model(ctx: RunContext) -> None:
     """``teacher=self``: the loaded model is the teacher: keep its top-k over the run's data, then cut it
     to ``student_layers`` layers, the student that trains (before adapters wrap it)."""
     if not _selected(ctx.choices) or not _self_teacher(ctx.cfg.method):
@@ -162,7 +162,7 @@ def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any, teacher
 
 
 @hookimpl
-def post_model_load(ctx: Any) -> None:
+def post_model_load(ctx: RunContext) -> None:
     """Load the frozen teacher (online) or open the dumped targets (offline), once the student is ready."""
     if not _selected(ctx.choices):
         return
@@ -192,7 +192,7 @@ def post_model_load(ctx: Any) -> None:
 
 
 @hookimpl
-def process_batch(ctx: Any, batch: dict[str, Any], training: bool) -> None:
+def process_batch(ctx: RunContext, batch: dict[str, Any], training: bool) -> None:
     """Offline: attach each row's dumped top-k teacher targets (found by the row's token ids)."""
     store = ctx.state(KdState).store if _selected(ctx.choices) else None
     if store is not None:
@@ -214,7 +214,7 @@ def teacher_logits_fn(teacher: Any, inputs: dict[str, Any]) -> Any:
     return lambda rows, cols: head(hidden[rows, cols])
 
 
-def kd_term(ctx: Any, logits: Any, inputs: dict[str, Any], targets: tuple[Any, Any] | None, num_items: Any) -> Any:
+def kd_term(ctx: RunContext, logits: Any, inputs: dict[str, Any], targets: tuple[Any, Any] | None, num_items: Any) -> Any:
     """The distillation term for one batch (offline targets when given, else the online teacher)."""
     from ft_kd.losses import full_kd_loss, topk_kd_loss
 
@@ -228,7 +228,7 @@ def kd_term(ctx: Any, logits: Any, inputs: dict[str, Any], targets: tuple[Any, A
 
 
 @hookimpl(wrapper=True)
-def loss(ctx: Any, call: Any):
+def loss(ctx: RunContext, call: Any):
     """``ce_alpha * CE + kd_alpha * KD`` around whatever computes the cross entropy."""
     if not _selected(ctx.choices):
         return (yield)
@@ -248,7 +248,7 @@ def loss(ctx: Any, call: Any):
     return result
 
 
-def held_out_kl(ctx: Any) -> float | None:
+def held_out_kl(ctx: RunContext) -> float | None:
     """Mean forward KL(teacher || student) per trained token on the eval split (T = 1), or None."""
     import torch
 
@@ -283,7 +283,7 @@ def held_out_kl(ctx: Any) -> float | None:
 
 
 @hookimpl
-def post_trainer_create(ctx: Any) -> None:
+def post_trainer_create(ctx: RunContext) -> None:
     if _selected(ctx.choices):
         before = held_out_kl(ctx)
         ctx.state(KdState).kl_before = before
@@ -292,7 +292,7 @@ def post_trainer_create(ctx: Any) -> None:
 
 
 @hookimpl
-def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
+def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     if not _selected(ctx.choices):
         return
     after = held_out_kl(ctx)

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="liger", contract="3.0",
@@ -85,7 +85,7 @@ _ABSENT = object()
 
 
 @hookimpl
-def prepare_model(ctx: Any) -> None:
+def prepare_model(ctx: RunContext) -> None:
     import inspect
 
     options = ctx.cfg.kernels
@@ -110,7 +110,7 @@ def prepare_model(ctx: Any) -> None:
 
 
 @hookimpl
-def loss(ctx: Any, call: Any) -> Any:
+def loss(ctx: RunContext, call: Any) -> Any:
     state = ctx.state(LigerState)
     if call.need_outputs and state.applied["fused_linear_cross_entropy"]:
         if not state.warned_logits:

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ft.api import ConfigError
+from ft.api import ConfigError, RunContext
 from ft_lora.inference import ADAPTER_RECORD
 from ft_lora.schema import (
     ALL_LINEAR,
@@ -131,14 +131,14 @@ def save_initial_adapter(model: Any, folder: Path) -> None:
         config.init_lora_weights = init
 
 
-def base_model_path(ctx: Any) -> str:
+def base_model_path(ctx: RunContext) -> str:
     """The real folder (or hub id) of the run's base model, never a ``builtin:`` alias."""
     from ft_model.api import resolve_model_path
 
     return resolve_model_path(str(ctx.cfg.model.name_or_path))
 
 
-def finish_saved_adapter(ctx: Any, output_dir: Path) -> None:
+def finish_saved_adapter(ctx: RunContext, output_dir: Path) -> None:
     """Make the saved adapter folder self-sufficient for plain PEFT and for ``ft merge``.
 
     * PiSSA/OLoRA: re-save the adapter converted to apply to the *original* base weights;

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft.api import PluginInfo, hookimpl
+from ft.api import PluginInfo, RunContext, hookimpl
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 from ft_model.api import local_model_folder
 
@@ -60,7 +60,7 @@ def load_for_inference(folder: Path, run_config: dict[str, Any], options: dict[s
 
 
 @hookimpl
-def adapt_model(ctx: Any) -> None:
+def adapt_model(ctx: RunContext) -> None:
     from ft_lora.adapter import wrap_model
 
     ctx.model = wrap_model(ctx.model, ctx.cfg.adapter, Path(ctx.run_dir),
@@ -68,7 +68,7 @@ def adapt_model(ctx: Any) -> None:
 
 
 @hookimpl
-def post_save(ctx: Any, output_dir: str) -> None:
+def post_save(ctx: RunContext, output_dir: str) -> None:
     from ft_lora.adapter import finish_saved_adapter
 
     finish_saved_adapter(ctx, Path(output_dir))

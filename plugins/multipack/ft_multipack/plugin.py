@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ft.api import ConfigError, PluginInfo, gathered_weights, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, gathered_weights, hookimpl
 from ft_multipack.schema import MultipackConfig, check_packing_values
 
 FT_PLUGIN = PluginInfo(
@@ -83,7 +83,7 @@ def candidate_modes(wanted: str, implementation: str, on_cpu: bool = True) -> li
 
 
 @hookimpl
-def collator(ctx: Any) -> Any:
+def collator(ctx: RunContext) -> Any:
     import torch
 
     from ft_multipack.attention import PER_ROW, use_attention
@@ -124,7 +124,7 @@ def collator(ctx: Any) -> Any:
 
 
 @hookimpl(tryfirst=True)
-def post_train(ctx: Any, metrics: dict[str, Any]) -> None:
+def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     """Give the model its own attention back before anything scores, generates with or saves it."""
     from ft_multipack.attention import use_attention
 
@@ -170,7 +170,7 @@ def _inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 @hookimpl
-def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
+def batch_sampler(ctx: RunContext, dataset: Any, split: str) -> Any:
     from ft.api import Batching
     from ft_multipack.sampler import MultipackBatchSampler, PackedRows, row_lengths
 
@@ -203,7 +203,7 @@ def batch_sampler(ctx: Any, dataset: Any, split: str) -> Any:
 
 
 @hookimpl
-def post_trainer_create(ctx: Any) -> None:
+def post_trainer_create(ctx: RunContext) -> None:
     trainer = ctx.trainer
     if not (getattr(trainer, "model_accepts_loss_kwargs", False) or getattr(trainer, "compute_loss_func", None)):
         raise ConfigError(

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ft.api import ConfigError, PluginError, PluginInfo, hookimpl
+from ft.api import ConfigError, PluginError, PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="qlora", contract="3.0",
@@ -120,7 +120,7 @@ def quiet_bitsandbytes() -> None:
 
 
 @hookimpl
-def pre_model_load(ctx: Any) -> dict[str, Any]:
+def pre_model_load(ctx: RunContext) -> dict[str, Any]:
     quiet_bitsandbytes()
     import torch
 
@@ -149,7 +149,7 @@ def keep_training_numerics(model: Any) -> int:
 
 
 @hookimpl
-def prepare_model(ctx: Any) -> None:
+def prepare_model(ctx: RunContext) -> None:
     """Prepare the quantised base for training (the *prepare* phase: before the lora plugin wraps it)."""
     import warnings
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers.integrations import MLflowCallback, TensorBoardCallback, TrackioCallback, WandbCallback
 
+from ft.api import RunContext
+
 RECORD_FILES = ("config.yaml", "run.json")
 
 
@@ -181,7 +183,7 @@ class FtTrackio(TrackioCallback):
         self._initialized = False
 
 
-def make_callback(name: str, ctx: Any) -> Any:
+def make_callback(name: str, ctx: RunContext) -> Any:
     """The callback of tracker ``name`` for this run."""
     record = FtRecord(ctx.run_dir)
     if name == "tensorboard":

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ft.api import ConfigError, PluginInfo, hookimpl, selected_options
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl, selected_options
 
 FT_PLUGIN = PluginInfo(
     name="trackers", contract="3.0",
@@ -122,7 +122,7 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
 
 
 @hookimpl
-def training_args(ctx: Any) -> dict[str, Any]:
+def training_args(ctx: RunContext) -> dict[str, Any]:
     """Name the tracker runs after the run folder; trackio reads its project from the arguments."""
     if not trackers(ctx.choices):
         return {}
@@ -138,7 +138,7 @@ def mlflow_default_uri(root: str) -> str:
     return "sqlite:///" + str(Path(root).expanduser().resolve() / "mlflow.db")
 
 
-def _set_env(ctx: Any, values: dict[str, str | None]) -> None:
+def _set_env(ctx: RunContext, values: dict[str, str | None]) -> None:
     """Set environment variables for this run; the previous values come back when it ends."""
     previous = {key: os.environ.get(key) for key in values}
     for key, value in values.items():
@@ -163,7 +163,7 @@ def _within(run_dir: Path, path: str) -> Path:
 
 
 @hookimpl
-def callbacks(ctx: Any) -> list[Any]:
+def callbacks(ctx: RunContext) -> list[Any]:
     selected = trackers(ctx.choices)
     if not selected or not ctx.is_main:
         return []

@@ -7,6 +7,7 @@ BENCHMARKS.md, not a test.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,10 @@ SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/ru
            "bench/render.py"]
 
 
-def bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def bench(*args: str, timeout: int = 600, data: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a benchmark script; ``data`` stands in for the shared data folder (the test kit's slices)."""
+    env = {**os.environ, **({"FT_SHARED_DATA": str(data)} if data is not None else {})}
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -74,15 +77,15 @@ def test_startup_smoke_times_ft_commands():
     assert "not recorded" in done.stdout
 
 
-def test_overhead_smoke_runs_both_sides(shared_data):
-    done = bench("bench/overhead/run.py", "--smoke")
+def test_overhead_smoke_runs_both_sides(test_data):
+    done = bench("bench/overhead/run.py", "--smoke", data=test_data)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ft / transformers.Trainer step time:" in done.stdout
     assert "not recorded" in done.stdout
 
 
-def test_vs_axolotl_smoke_runs_ft_side_without_axolotl(shared_data, tmp_path):
-    done = bench("bench/vs-axolotl/run.py", "--smoke", "--axolotl-venv", str(tmp_path / "no-venv"))
+def test_vs_axolotl_smoke_runs_ft_side_without_axolotl(test_data, tmp_path):
+    done = bench("bench/vs-axolotl/run.py", "--smoke", "--axolotl-venv", str(tmp_path / "no-venv"), data=test_data)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ft only (--smoke)" in done.stdout
     assert not (tmp_path / "no-venv").exists()  # the smoke run never creates Axolotl's venv

@@ -14,7 +14,7 @@ import pytest
 
 from ft import hookimpl
 from ft.api import LossResult
-from ft_testing import install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
+from ft_testing import TEST_DATA, install_fake_plugin, run_ft, run_lifecycle, write_chat_rows
 
 LOSS_KERNEL = """
 from ft.api import PluginInfo, hookimpl
@@ -341,7 +341,7 @@ def test_a_plugin_may_add_a_new_config_group(tmp_path):
         (["optim.lr=nan"], "ft: error: optim.lr=nan is not valid: expected a finite number > 0"),
         (["+adapter=lora", "adapter.r=0"], "ft: error: adapter.r=0 is not valid: expected a rank of at least 1"),
         (["data.sequence_len=0"], "ft: error: data.sequence_len=0 is not valid: expected an integer >= 1"),
-        (["data=alpaca", "data.path=../shared/data/gsm8k/train.jsonl", "data.format=chat_templte"],
+        (["data=alpaca", f"data.path={TEST_DATA / 'gsm8k' / 'train.jsonl'}", "data.format=chat_templte"],
          "ft: error: data.format='chat_templte': no such dataset format (did you mean 'chat_template'?); available: "
          "alpaca, chat_template, completion, input_output, pretokenized, template"),
         (["optim.scheduler=cosin"], "(did you mean 'cosine'?)"),

@@ -13,8 +13,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # what editors and type checkers see: the real objects, typed
-    pass
+if TYPE_CHECKING:  # what editors and type checkers see: the real objects, typed (resolved lazily below)
+    from ft import __version__ as FT_VERSION
+    from ft import hookimpl
+    from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint, resolve_resume_from
+    from ft.cli import Command
+    from ft.cli import main as cli_main
+    from ft.config import available_options, redact
+    from ft.context import IGNORE_INDEX, Batching, DatasetBundle, LossCall, LossResult, RunContext
+    from ft.distributed import Ranks, any_rank, barrier, broadcast_from_main, gathered_weights, ranks_from_env
+    from ft.errors import ConfigError, DataError, FtUserError, PluginError, did_you_mean
+    from ft.hookspecs import CAPABILITIES, CONTRACT_VERSION, METHOD_TRAITS, hookspec
+    from ft.launch import launch, planned_world_size, under_launcher, wants_processes
+    from ft.lifecycle import build_trainer
+    from ft.lifecycle import run as run_prepared
+    from ft.plugins import PluginInfo, discover, merge_contributions, selected_options
+    from ft.records import plot_curves, read_metrics
+    from ft.runner import JobResult, Session, prepare_run, run_lifecycle
+    from ft.schema import ConfigSection, DistConfig, bounded, named, path_exists, path_field, to_plain, validate_node
+    from ft.training import base_training_args, ft_trainer_class
 
 
 #: public name -> "module:attribute"
@@ -82,6 +99,8 @@ _EXPORTS: dict[str, str] = {
     "JobResult": "ft.runner:JobResult",
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
+    "build_trainer": "ft.lifecycle:build_trainer",
+    "cli_main": "ft.cli:main",
     "Session": "ft.runner:Session",
     "run_lifecycle": "ft.runner:run_lifecycle",
 }

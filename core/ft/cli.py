@@ -160,7 +160,7 @@ def compatibility_matrix(listing: list[dict[str, Any]]) -> str:
     entries = [e for e in listing if e["status"] == "ok"]
     owner = {option: e for e in entries for option in e["options"]}
     methods = sorted(o for o in owner if o.startswith("method="))
-    features = sorted((o for o in owner if o.split("=")[0] not in ("method", "data", "experiment")),
+    features = sorted((o for o in owner if o.split("=")[0] not in ("method", "data", "experiment", "model")),
                       key=lambda o: (o.split("=")[0], o))
 
     def verdict(method: str, feature: str) -> str:

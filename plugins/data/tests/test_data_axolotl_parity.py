@@ -2,7 +2,7 @@
 
 The expected tokens in test_data_fixtures/axolotl_0.19_golden.json.gz were produced by Axolotl 0.19.0
 itself (``bench/preprocess/parity.py --golden``, which runs Axolotl's dataset wrapper in its own
-virtual environment) on rows from ../shared/data, with SmolLM2-135M-Instruct's tokenizer.
+virtual environment) on rows of public data sets shipped with ft-testing (ft_testing.TEST_DATA), with SmolLM2-135M-Instruct's tokenizer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact label spans of every builtin format, on real rows from ../shared/data with SmolLM2's tokenizer.
+"""Exact label spans of every builtin format, on real rows (ft_testing.TEST_DATA) with SmolLM2's tokenizer.
 
 Each test builds the expected trained text from the row itself (the response, each assistant turn and
 its end-of-turn token...) and compares it with what the labels actually train, token run by token run.
@@ -47,21 +47,21 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def toolformer(shared_data: Path) -> list[dict]:
-    return json.loads((shared_data / "gpteacher" / "toolformer.json").read_text())
+def toolformer(test_data: Path) -> list[dict]:
+    return json.loads((test_data / "gpteacher" / "toolformer.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def gsm8k(shared_data: Path) -> list[dict]:
-    with (shared_data / "gsm8k" / "train.jsonl").open() as handle:
+def gsm8k(test_data: Path) -> list[dict]:
+    with (test_data / "gsm8k" / "train.jsonl").open() as handle:
         return [json.loads(line) for _, line in zip(range(50), handle)]
 
 
 @pytest.fixture(scope="module")
-def hh_chats(shared_data: Path) -> list[list[dict]]:
+def hh_chats(test_data: Path) -> list[list[dict]]:
     """HH-RLHF chosen dialogues converted to messages, those with at least two assistant turns."""
     chats = []
-    with gzip.open(shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as handle:
+    with gzip.open(test_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt") as handle:
         for line in handle:
             messages = parse_hh_dialogue(json.loads(line)["chosen"])
             if sum(m["role"] == "assistant" for m in messages) >= 2 and all(m["content"] for m in messages):

@@ -13,12 +13,12 @@ import torch
 
 from ft import hookimpl
 from ft.cli import main
-from ft_testing import SHARED_DATA, build_tiny_model, run_lifecycle, write_chat_rows
+from ft_testing import TEST_DATA, build_tiny_model, run_lifecycle, write_chat_rows
 
 
 def gsm8k_chats(path: Path, start: int, n: int) -> Path:
     """Chat rows from real GSM8K questions and answers (a fallback of repeated pairs without the data)."""
-    source = SHARED_DATA / "gsm8k" / "train.jsonl"
+    source = TEST_DATA / "gsm8k" / "train.jsonl"
     if not source.is_file():
         return write_chat_rows(path, n=n)
     rows = []
@@ -40,7 +40,7 @@ def world(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """A teacher (the tiny model fine-tuned on the rows) and a 1-layer student cut from it."""
     root = tmp_path_factory.mktemp("kd")
     train = gsm8k_chats(root / "train.jsonl", 0, 96)
-    heldout = gsm8k_chats(root / "heldout.jsonl", 2000, 24)
+    heldout = gsm8k_chats(root / "heldout.jsonl", 1400, 24)
     run_lifecycle([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={train}", "trainer.max_steps=60",
                    "trainer.micro_batch_size=8", "optim.lr=3e-3", "run.plot=false"], root / "teacher-run")
     teacher = root / "teacher-run" / "model"

@@ -12,9 +12,9 @@ from ft.cli import main
 from ft_testing import run_ft
 
 
-def test_convert_hh_rlhf_dialogues_into_prompt_chosen_rejected(shared_data, tmp_path, capsys):
+def test_convert_hh_rlhf_dialogues_into_prompt_chosen_rejected(test_data, tmp_path, capsys):
     out = tmp_path / "hh.jsonl"
-    source = shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+    source = test_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
     assert main(["prefs", "convert", "--from", "hh-rlhf", "--style", "text", "--bad-rows", "drop", str(source), str(out)]) == 0
     printed = capsys.readouterr().out
     rows = read_jsonl(out)
@@ -26,9 +26,9 @@ def test_convert_hh_rlhf_dialogues_into_prompt_chosen_rejected(shared_data, tmp_
     assert "row " in capsys.readouterr().err
 
 
-def test_convert_gsm8k_solutions_to_kto_rows_and_check_them(shared_data, tmp_path, capsys):
+def test_convert_gsm8k_solutions_to_kto_rows_and_check_them(test_data, tmp_path, capsys):
     out = tmp_path / "kto.jsonl"
-    source = shared_data / "gsm8k" / "example_model_solutions.jsonl"
+    source = test_data / "gsm8k" / "example_model_solutions.jsonl"
     assert main(["prefs", "convert", "--from", "gsm8k", "--to", "kto", str(source), str(out)]) == 0
     rows = read_jsonl(out)
     assert {r["label"] for r in rows} == {True, False}
@@ -39,11 +39,11 @@ def test_convert_gsm8k_solutions_to_kto_rows_and_check_them(shared_data, tmp_pat
 
 
 @pytest.mark.e2e
-def test_dpo_with_lora_on_smollm2_from_gsm8k_solutions(shared_data, tmp_path):
+def test_dpo_with_lora_on_smollm2_from_gsm8k_solutions(test_data, tmp_path):
     """The real model, GSM8K model solutions converted on the fly, a few steps on CPU."""
     result = run_ft([
         "run", "+adapter=lora", "+method=dpo", "model.name_or_path=builtin:smollm2-135m-instruct",
-        f"data.path={shared_data / 'gsm8k' / 'example_model_solutions.jsonl'}", "data.max_rows=12",
+        f"data.path={test_data / 'gsm8k' / 'example_model_solutions.jsonl'}", "data.max_rows=12",
         "data.val_size=2", "data.max_eval_rows=2", "trainer.micro_batch_size=2", "trainer.max_steps=2",
         "trainer.logging_steps=1", "trainer.eval_steps=100", "optim.lr=3e-4", "run.save_final_model=false",
         f"run.root={tmp_path}", "run.name=e2e",

@@ -16,8 +16,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_preference_rows_in_text_and_messages_form(tmp_path, shared_data):
-    hh = shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+def test_preference_rows_in_text_and_messages_form(tmp_path, test_data):
+    hh = test_data / "hh-rlhf" / "harmless-base-test.jsonl.gz"
     loaded = load_preference_rows({"path": str(hh), "max_rows": 20, "val_size": 0.1}, "pairwise", seed=3)
     assert (len(loaded.train), len(loaded.eval), loaded.form) == (18, 2, "text")
     row = loaded.train[0]

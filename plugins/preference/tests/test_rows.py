@@ -20,27 +20,27 @@ from ft_preference.rows import (
 )
 
 
-def hh_rows(shared_data, n=50):
-    with gzip.open(shared_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as handle:
+def hh_rows(test_data, n=50):
+    with gzip.open(test_data / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as handle:
         return [json.loads(line) for _, line in zip(range(n), handle)]
 
 
-def gsm8k_rows(shared_data, n=40):
-    with open(shared_data / "gsm8k" / "example_model_solutions.jsonl", encoding="utf-8") as handle:
+def gsm8k_rows(test_data, n=40):
+    with open(test_data / "gsm8k" / "example_model_solutions.jsonl", encoding="utf-8") as handle:
         return [json.loads(line) for _, line in zip(range(n), handle)]
 
 
-def test_shapes_are_detected_from_their_fields(shared_data):
+def test_shapes_are_detected_from_their_fields(test_data):
     assert detect_format({"prompt": "p", "chosen": "a", "rejected": "b"}) == "paired"
     assert detect_format({"prompt": "p", "completion": "a", "label": True}) == "unpaired"
-    assert detect_format(hh_rows(shared_data, 1)[0]) == "dialogue"
-    assert detect_format(gsm8k_rows(shared_data, 1)[0]) == "gsm8k"
+    assert detect_format(hh_rows(test_data, 1)[0]) == "dialogue"
+    assert detect_format(gsm8k_rows(test_data, 1)[0]) == "gsm8k"
     with pytest.raises(DataError, match="cannot tell the preference format.*data.format"):
         detect_format({"instruction": "x", "output": "y"})
 
 
-def test_hh_dialogue_shared_prefix_is_the_prompt_up_to_the_last_shared_assistant_turn(shared_data):
-    for row in hh_rows(shared_data):
+def test_hh_dialogue_shared_prefix_is_the_prompt_up_to_the_last_shared_assistant_turn(test_data):
+    for row in hh_rows(test_data):
         pair = dialogue_to_pair(row)
         assert pair["prompt"].endswith("\n\nAssistant:")
         assert pair["prompt"] + pair["chosen"] == row["chosen"]
@@ -54,8 +54,8 @@ def test_hh_replies_starting_with_the_same_words_keep_them_in_the_completion():
                                      "rejected": " I think not."}
 
 
-def test_hh_dialogue_as_messages_gives_user_and_assistant_turns(shared_data):
-    row = hh_rows(shared_data, 1)[0]
+def test_hh_dialogue_as_messages_gives_user_and_assistant_turns(test_data):
+    row = hh_rows(test_data, 1)[0]
     pair = dialogue_to_pair(row, style="messages")
     assert [m["role"] for m in pair["prompt"]] == ["user", "assistant", "user", "assistant", "user"]
     assert pair["prompt"][0]["content"] == "what are some pranks with a pen i can do?"
@@ -71,8 +71,8 @@ def test_message_dialogues_split_before_the_first_differing_assistant_turn():
                                      "rejected": [{"role": "assistant", "content": "5"}]}
 
 
-def test_gsm8k_pairs_put_right_solutions_against_wrong_ones(shared_data):
-    rows = gsm8k_rows(shared_data)
+def test_gsm8k_pairs_put_right_solutions_against_wrong_ones(test_data):
+    rows = gsm8k_rows(test_data)
     total = 0
     for row in rows:
         right = {clean_gsm8k_solution(v["solution"]) for v in row.values() if isinstance(v, dict) and v["is_correct"]}
@@ -99,8 +99,8 @@ def test_gsm8k_pairs_use_every_wrong_solution_before_reusing_one():
     assert pairs[0]["prompt"] == "Question: q\nAnswer: "
 
 
-def test_gsm8k_kto_rows_label_each_solution_by_correctness(shared_data):
-    row = gsm8k_rows(shared_data, 1)[0]
+def test_gsm8k_kto_rows_label_each_solution_by_correctness(test_data):
+    row = gsm8k_rows(test_data, 1)[0]
     rows = gsm8k_to_unpaired(row)
     labels = {r["completion"][0]["content"]: r["label"] for r in rows}
     assert labels[clean_gsm8k_solution(row["ground_truth"])] is True
@@ -157,8 +157,8 @@ def test_pairs_become_kto_rows_once_per_distinct_completion():
     ]
 
 
-def test_held_out_split_keeps_every_prompt_on_one_side(shared_data):
-    pairs = convert_rows(gsm8k_rows(shared_data, 60), "gsm8k", "paired").rows
+def test_held_out_split_keeps_every_prompt_on_one_side(test_data):
+    pairs = convert_rows(gsm8k_rows(test_data, 60), "gsm8k", "paired").rows
     train, evaluated = split_by_prompt(pairs, 0.2, seed=1)
     assert len(train) + len(evaluated) == len(pairs)
     train_prompts = {prompt_key(r) for r in train}

@@ -11,9 +11,9 @@ import pytest
 from ft_testing import run_ft
 
 
-def gsm8k_chat_rows(shared_data: Path, out: Path, n: int = 8) -> Path:
+def gsm8k_chat_rows(test_data: Path, out: Path, n: int = 8) -> Path:
     """The first ``n`` GSM8K training problems as chat rows (question -> worked answer)."""
-    with (shared_data / "gsm8k" / "train.jsonl").open() as handle:
+    with (test_data / "gsm8k" / "train.jsonl").open() as handle:
         rows = [json.loads(line) for _, line in zip(range(n), handle)]
     out.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
                                                     {"role": "assistant", "content": r["answer"]}]}) + "\n"
@@ -22,8 +22,8 @@ def gsm8k_chat_rows(shared_data: Path, out: Path, n: int = 8) -> Path:
 
 
 @pytest.mark.e2e
-def test_qlora_on_smollm2_then_generate_answers(shared_data, tmp_path):
-    data = gsm8k_chat_rows(shared_data, tmp_path / "gsm8k_chat.jsonl")
+def test_qlora_on_smollm2_then_generate_answers(test_data, tmp_path):
+    data = gsm8k_chat_rows(test_data, tmp_path / "gsm8k_chat.jsonl")
     done = run_ft(["run", "model.name_or_path=builtin:smollm2-135m-instruct", "data=chat", f"data.path={data}",
                    "+adapter=qlora", "trainer.max_steps=2", "trainer.micro_batch_size=1", "trainer.logging_steps=1",
                    "data.sequence_len=320", "optim.lr=2e-4", f"run.root={tmp_path}", "run.name=qlora",

@@ -146,7 +146,7 @@ from __future__ import annotations
 
 import json
 
-from ft.cli import main
+from ft.api import cli_main as main
 from ft_testing import run_lifecycle, write_chat_rows
 
 
@@ -249,7 +249,7 @@ ADAPTER_TEST = '''"""ft-$name on a tiny model: the top layers train, everything 
 
 from __future__ import annotations
 
-from ft.cli import main
+from ft.api import cli_main as main
 from ft_testing import run_lifecycle, write_chat_rows
 
 
@@ -343,7 +343,7 @@ METHOD_TEST = '''"""ft-$name on a tiny model: without noise it is SFT exactly; w
 
 from __future__ import annotations
 
-from ft.cli import main
+from ft.api import cli_main as main
 from ft_testing import assert_same_training, train_tiny_sft
 
 
@@ -444,7 +444,7 @@ KERNELS_TEST = '''"""ft-$name on a tiny model: the same losses and weights as tr
 
 from __future__ import annotations
 
-from ft.cli import main
+from ft.api import cli_main as main
 from ft_testing import assert_same_training, train_tiny_sft
 
 
@@ -515,7 +515,7 @@ from __future__ import annotations
 import json
 
 from ft.api import IGNORE_INDEX
-from ft.cli import main
+from ft.api import cli_main as main
 from ft.api import run_lifecycle
 
 

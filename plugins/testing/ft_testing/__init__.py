@@ -2,10 +2,10 @@
 
 Tiny random models and a locally trained tokenizer, so tests run offline in seconds. The helpers
 (:func:`build_tiny_model`, :func:`run_lifecycle`, :func:`run_ft`, :func:`write_chat_rows`) need no pytest;
-the fixtures (``tiny_model_dir``, ``chat_file``, ``shared_data``) exist when pytest is importable.
+the fixtures (``tiny_model_dir``, ``chat_file``, ``test_data``) exist when pytest is importable.
 
-The tokenizer is a byte-level BPE trained with ``tokenizers`` on real text from ../shared/data
-(GSM8K questions when present, a built-in paragraph otherwise), with ChatML special tokens and a
+The tokenizer is a byte-level BPE trained with ``tokenizers`` on real text shipped with the kit
+(GSM8K questions and answers, :data:`TEST_DATA`), with ChatML special tokens and a
 ChatML chat template like SmolLM2's.
 """
 
@@ -33,9 +33,9 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-REPO = Path(__file__).resolve().parents[3]
-#: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
-SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: Small slices of public data sets shipped with the kit (sources and licences in data/README.md): tests read
+#: these, never a folder outside the repository.
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 _FALLBACK_TEXT = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -47,7 +47,7 @@ _FALLBACK_TEXT = (
 
 def corpus() -> list[str]:
     lines: list[str] = [_FALLBACK_TEXT] * 20
-    gsm8k = SHARED_DATA / "gsm8k" / "train.jsonl"
+    gsm8k = TEST_DATA / "gsm8k" / "train.jsonl"
     if gsm8k.is_file():
         with gsm8k.open() as handle:
             for index, line in enumerate(handle):
@@ -108,11 +108,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @_fixture(scope="session")
-def shared_data() -> Path:
-    """The real data sets in ../shared/data (tests that need them skip when they are absent)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set FT_SHARED_DATA)")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The kit's slices of public data sets (:data:`TEST_DATA`): GSM8K, GPTeacher, HH-RLHF."""
+    return TEST_DATA
 
 
 def write_chat_rows(path: Path, n: int = 48) -> Path:
@@ -139,15 +137,13 @@ def build_context(overrides: list[str], run_dir: Path, *spies: object):
     ``ft run``, on one process), so tests can look at the trainer, the model and the data before training."""
     from transformers import set_seed
 
-    from ft import lifecycle
-    from ft.distributed import Ranks
-    from ft.runner import prepare_run
+    from ft.api import Ranks, build_trainer, prepare_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_run(overrides, spies=spies)
     ctx = prepared.context(run_dir, Ranks())
     set_seed(ctx.cfg.seed)
-    lifecycle.build_trainer(ctx, Ranks())
+    build_trainer(ctx, Ranks())
     return ctx
 
 

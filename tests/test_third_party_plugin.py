@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ft_testing import REPO, run_ft
+from ft_testing import run_ft
+
+REPO = Path(__file__).resolve().parent.parent
 
 EXAMPLE = REPO / "examples" / "ft-csv-logger"
 

@@ -42,6 +42,17 @@ def test_loss_and_gradients_equal_the_plain_computation_in_fp32(backend, options
     assert_linear_ce_matches(fused(backend, recompute=recompute), *case(), **options)
 
 
+@pytest.mark.parametrize("options", [{}, {"softcap": 3.0, "z_loss": 1e-3, "label_smoothing": 0.1}], ids=["plain", "all"])
+@pytest.mark.parametrize("vocab", [2 * 4096, 2 * 4096 + 809], ids=["two_whole_blocks", "a_partial_last_block"])
+def test_the_triton_kernel_over_several_vocabulary_blocks(vocab, options):
+    """The loop over vocabulary blocks that every GPU run takes (SmolLM2's 49,152 tokens are 12 blocks), with
+    a vocabulary that is a multiple of the block and one that is not."""
+    from ft_kernels import triton_ops
+
+    assert vocab > triton_ops.MAX_BLOCK and triton_ops._block(vocab) == triton_ops.MAX_BLOCK
+    assert_linear_ce_matches(fused("triton", chunk_size=8), *case(tokens=13, hidden=8, vocab=vocab), **options)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_chunk_size_gives_the_same_numbers(backend):
     h, w, t = case(tokens=40)

@@ -1,6 +1,8 @@
 # Two commands a new user needs (see README):
 #   make run    set everything up, then fine-tune the embedded default (ft run)
-#   make test   set everything up, then run the test suite
+#   make check  set everything up, then run every test (what CI runs; CONTRIBUTING.md has the budget)
+# and the one a contributor runs after a change:
+#   make test   the quick tier: every test not marked slow (several processes) or e2e (the real SmolLM2)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml kernels/pyproject.toml))
 STAMP := $(VENV)/.ft-installed
 
-.PHONY: setup run test lint clean-venv
+.PHONY: setup run test check lint clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,9 @@ run: setup
 	$(BIN)/ft run
 
 test: setup
+	$(BIN)/pytest -m "not slow and not e2e"
+
+check: setup
 	$(BIN)/pytest
 
 # The kernel and the first-party plugins: ruff (lint, imports) and mypy (types), configured in pyproject.toml.

@@ -18,8 +18,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/run.py", "bench/kernels/run.py",
-           "bench/distributed/run.py",
+           "bench/distributed/run.py", "bench/grpo/run.py", "bench/diffusion/run.py", "bench/kd/run.py",
+           "bench/preprocess/run.py", "bench/packing/run.py",
            "bench/render.py"]
+
+
+def test_every_benchmark_folder_is_started_here():
+    """Each folder under bench/ (but the shared harness and the records) has its run.py in SCRIPTS."""
+    folders = {p.name for p in (REPO / "bench").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    folders -= {"results", "__pycache__"}
+    assert {f"bench/{name}/run.py" for name in folders} <= set(SCRIPTS), sorted(folders)
 
 
 def bench(*args: str, timeout: int = 600, data: Path | None = None) -> subprocess.CompletedProcess:

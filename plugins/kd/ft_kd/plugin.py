@@ -48,6 +48,8 @@ class KdState:
     teacher: Any = None
     store: Any = None
     kl_before: float | None = None
+    #: Parameters of the teacher and of the student, for the closing report.
+    sizes: tuple[int, int] | None = None
 
 
 @hookimpl
@@ -72,10 +74,19 @@ def prepare_model(ctx: RunContext) -> None:
         store = teacher_topk(ctx.model, splits, method.top_k, progress=bar)
     store.meta["teacher"] = f"{ctx.cfg.model.name_or_path} (self)"
     total = ctx.model.config.num_hidden_layers
+    teacher_size = sum(p.numel() for p in ctx.model.parameters())
     keep = cut_layers(ctx.model, method.student_layers)
     ctx.state(KdState).store = store
+    ctx.state(KdState).sizes = (teacher_size, sum(p.numel() for p in ctx.model.parameters()))
     log.info("kd: student = the same model cut to %d of %d layers %s (%s parameters)", len(keep), total, keep,
              f"{sum(p.numel() for p in ctx.model.parameters()):,}")
+
+
+@hookimpl
+def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> dict[str, Any] | None:
+    """On the embedded default task, hold rows out so that the held-out KL to the teacher, what distillation
+    lowers, is measured before and after (the task's own exact match is scored on its own held-out rows)."""
+    return {"data.val_size": 32} if _selected(choices) and choices.get("data") == "default_task" else None
 
 
 @hookimpl
@@ -300,7 +311,13 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     if after is None:
         return
     metrics["heldout_kl_before"], metrics["heldout_kl_after"] = before, after
-    ctx.report_lines.append(f"distillation: held-out KL(teacher || student) {before:.4f} -> {after:.4f} per trained token")
+    line = f"distillation: held-out KL(teacher || student) {before:.4f} -> {after:.4f} per trained token"
+    sizes = ctx.state(KdState).sizes
+    if sizes is not None:
+        teacher, student = sizes
+        metrics["teacher_parameters"], metrics["student_parameters"] = teacher, student
+        line += f"; the student has {student:,} parameters, {student / teacher:.0%} of the teacher's {teacher:,}"
+    ctx.report_lines.append(line)
 
 
 @hookimpl

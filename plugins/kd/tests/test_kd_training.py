@@ -192,7 +192,18 @@ def test_teacher_self_distils_the_loaded_model_into_a_cut_copy(world):
     saved = json.loads((world["root"] / "self" / "model" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 1  # the student is what was saved
     assert watch.metrics["heldout_kl_after"] < watch.metrics["heldout_kl_before"]
+    assert watch.metrics["student_parameters"] < watch.metrics["teacher_parameters"]
     assert any("loss/kd" in h for h in watch.history)
+
+
+def test_the_embedded_default_holds_rows_out_to_measure_the_kl_on_the_default_task_only(test_data):
+    from ft.api import prepare_run
+
+    embedded = prepare_run(["+method=kd"])
+    assert embedded.cfg.data.val_size == 32 and embedded.composed.plugin_defaults == {"data.val_size": 32}
+    own = prepare_run(["+method=kd", "data=chat", f"data.path={test_data / 'gsm8k' / 'train.jsonl'}",
+                       "data.field_messages=messages"])
+    assert own.cfg.data.val_size == 0.0 and own.composed.plugin_defaults == {}
 
 
 class Trainable:

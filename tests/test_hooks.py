@@ -73,7 +73,7 @@ class Recorder:
         self.args_class: type | None = None
 
     def note(self, name: str, ctx: Any, **extra: Any) -> None:
-        self.events.append((name, {"tokenizer": ctx.tokenizer is not None, "datasets": ctx.datasets is not None,
+        self.events.append((name, {"tokenizer": ctx.tokenizer is not None, "datasets": ctx.datasets.train is not None,
                                    "args": ctx.args is not None, "model": ctx.model is not None,
                                    "trainer": ctx.trainer is not None, **extra}))
 

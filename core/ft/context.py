@@ -96,7 +96,8 @@ class RunContext:
     world_size: int = 1
     local_rank: int = 0
     tokenizer: Any = None
-    datasets: DatasetBundle | None = None
+    #: What the data stage built (an empty bundle until then).
+    datasets: DatasetBundle = field(default_factory=lambda: DatasetBundle(train=None))
     #: The merged ``training_args`` keywords, and the arguments object built from them before the model.
     training_args: dict[str, Any] = field(default_factory=dict)
     args: Any = None

@@ -240,9 +240,10 @@ def build_trainer(ctx: RunContext, ranks: Ranks) -> None:
     pm = ctx.pm
     ctx.tokenizer = pm.hook.load_tokenizer(ctx=ctx)
     with main_process_first(ranks):
-        ctx.datasets = pm.hook.prepare_dataset(ctx=ctx)
-    if ctx.datasets is None:
+        datasets = pm.hook.prepare_dataset(ctx=ctx)
+    if datasets is None:
         raise PluginError("no plugin prepared a dataset (prepare_dataset returned nothing)")
+    ctx.datasets = datasets
     for split, stats in ctx.datasets.stats.items():
         log.info("data (%s): %s", split, ", ".join(f"{k}={v}" for k, v in stats.items()))
 
@@ -279,7 +280,7 @@ def _run(ctx: RunContext, ranks: Ranks) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(getattr(ctx.train_output, "metrics", {}) or {})
     if ctx.interrupted:
         return _finish_interrupted(ctx, metrics, started)
-    if ctx.datasets is not None and ctx.datasets.eval is not None:
+    if ctx.datasets.eval is not None:
         metrics.update(_final_eval(ctx.trainer))
     pm.hook.post_train(ctx=ctx, metrics=metrics)
 

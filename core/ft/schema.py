@@ -455,7 +455,8 @@ class FtConfig(ConfigSection):
     trainer: TrainerConfig
     run: RunConfig
     sweep: SweepConfig
-    dist: DistConfig
+    #: ``DistConfig`` or a plugin's subclass of it (the selected ``dist`` option's schema).
+    dist: Any
     #: Sections of plugins' groups (their schemas, or ``None`` when the group selects nothing).
     model: Any
     data: Any

@@ -32,7 +32,7 @@ log = logging.getLogger("ft")
 class DiffusionState:
     """This run's mask token id (added to the vocabulary when missing) and the masked-token accuracy before."""
 
-    mask_id: int | None = None
+    mask_id: int = -1
     before: float | None = None
 
 
@@ -81,6 +81,7 @@ def prepare_model(ctx: RunContext) -> None:
     if mask_id is None:
         tokenizer.add_tokens([mask], special_tokens=True)
         mask_id = mask_token_id(tokenizer, mask)
+        assert mask_id is not None, "a token just added has an id"
         rows = ctx.model.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > rows:
             ctx.model.resize_token_embeddings(len(tokenizer), mean_resizing=True)

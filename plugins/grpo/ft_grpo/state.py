@@ -10,6 +10,7 @@ from typing import Any
 class GrpoState:
     """The prompts' format, the held-out prompts, and their score before training."""
 
-    format: str | None = None
+    format: str = ""
     held_out: list[dict[str, Any]] = field(default_factory=list)
-    before: dict[str, Any] | None = None
+    #: The held-out score before training (``ft_grpo.report.HeldOutScore``), when measured.
+    before: Any = None

@@ -43,7 +43,7 @@ class PackingState:
     """The attention isolation chosen for this run, and each split's packing summary."""
 
     attention: str | None = None
-    model_attention: str | None = None
+    model_attention: str = ""
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

@@ -185,7 +185,7 @@ def callbacks(ctx: RunContext) -> list[Any]:
     _set_env(ctx, env)
     made = [make_callback(name, ctx) for name in selected]
     for callback in made:
-        ctx.add_cleanup(lambda callback=callback: callback.ft_finish())
+        ctx.add_cleanup(callback.ft_finish)
     where = {"tensorboard": lambda: str(_within(ctx.run_dir, options.tensorboard.dir)),
              "wandb": lambda: f"{env['WANDB_DIR']}/wandb ({options.wandb.mode})",
              "mlflow": lambda: env["MLFLOW_TRACKING_URI"], "trackio": lambda: f"project {options.trackio.project}"}

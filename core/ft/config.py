@@ -6,6 +6,7 @@ that ``ft validate`` and ``ft config show`` answer in well under two seconds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable
@@ -64,7 +65,8 @@ def searchpath_override(plugins: list[LoadedPlugin]) -> str:
     return "hydra.searchpath=[" + ",".join(f"file://{d}" for d in search_path(plugins)) + "]"
 
 
-def _primary_default_groups() -> set[str]:
+@functools.cache
+def _primary_default_groups() -> frozenset[str]:
     """Groups named in the primary config's defaults list (they take ``group=option``)."""
     import yaml
 
@@ -76,7 +78,7 @@ def _primary_default_groups() -> set[str]:
                 key = key.removeprefix("optional ")
                 if not key.startswith("override ") and "/" not in key:
                     groups.add(key)
-    return groups
+    return frozenset(groups)
 
 
 def available_options(plugins: list[LoadedPlugin]) -> dict[str, dict[str, str]]:

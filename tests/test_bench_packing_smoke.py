@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_packing_bench_smoke(tiny_model_dir, test_data, tmp_path):
-    env = {**os.environ, "FT_BENCH_CACHE": str(tmp_path / "bench-cache"), "FT_SHARED_DATA": str(test_data),
+    env = {**os.environ, "FT_BENCH_CACHE": str(tmp_path / "bench-cache"), "FT_BENCH_DATA": str(test_data),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([sys.executable, "bench/packing/run.py", "--smoke", "--model-dir", str(tiny_model_dir)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -32,7 +32,7 @@ def test_every_benchmark_folder_is_started_here():
 
 def bench(*args: str, timeout: int = 600, data: Path | None = None) -> subprocess.CompletedProcess:
     """Run a benchmark script; ``data`` stands in for the shared data folder (the test kit's slices)."""
-    env = {**os.environ, **({"FT_SHARED_DATA": str(data)} if data is not None else {})}
+    env = {**os.environ, **({"FT_BENCH_DATA": str(data)} if data is not None else {})}
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -31,8 +31,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent.parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
-#: The project's real data sets (../shared/data next to a checkout); override with FT_SHARED_DATA.
-SHARED_DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The project's real data sets (../shared/data next to a checkout); override with FT_BENCH_DATA.
+SHARED_DATA = Path(os.environ.get("FT_BENCH_DATA", REPO.parent / "shared" / "data"))
 #: Where the Axolotl comparisons find (or create) Axolotl's own venv: AXOLOTL_VENV, else the bench cache.
 DEFAULT_AXOLOTL_VENV = Path(os.environ.get(
     "AXOLOTL_VENV", Path(os.environ.get("FT_BENCH_CACHE", Path.home() / ".cache" / "ft-bench")) / "axolotl-venv"))

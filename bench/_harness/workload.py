@@ -96,7 +96,7 @@ def write_gsm8k_alpaca(path: Path, rows: int) -> Path:
     """The first ``rows`` GSM8K training questions as Alpaca rows, one JSON object a line."""
     source = SHARED_DATA / "gsm8k" / "train.jsonl"
     if not source.is_file():
-        raise SystemExit(f"GSM8K not found at {source} (set FT_SHARED_DATA to the shared data folder)")
+        raise SystemExit(f"GSM8K not found at {source} (set FT_BENCH_DATA to the shared data folder)")
     out = []
     with source.open() as handle:
         for line in handle:

@@ -69,7 +69,7 @@ def mix_datasets(max_rows: int | None) -> list[dict[str, Any]]:
 
     for source in SOURCES:
         if not (SHARED_DATA / source).is_file():
-            raise SystemExit(f"{SHARED_DATA / source} not found (set FT_SHARED_DATA to the shared data folder)")
+            raise SystemExit(f"{SHARED_DATA / source} not found (set FT_BENCH_DATA to the shared data folder)")
     gsm8k = cache_dir() / "packing" / "gsm8k_train_alpaca.jsonl"
     if not gsm8k.is_file() or gsm8k.stat().st_mtime < (SHARED_DATA / SOURCES[2]).stat().st_mtime:
         gsm8k.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("FT_BENCH_DATA", REPO.parent / "shared" / "data"))
 
 
 def gsm8k(n: int) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-DATA = Path(os.environ.get("FT_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("FT_BENCH_DATA", REPO.parent / "shared" / "data"))
 
 
 def chat_rows() -> list[dict]:

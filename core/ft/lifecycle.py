@@ -56,16 +56,25 @@ def agree_run_dir(wanted: Path, ranks: Ranks) -> Path:
     return Path(value)
 
 
-def _package_versions() -> dict[str, str]:
+def _package_versions(distributions: list[str]) -> dict[str, str]:
+    """Python's version and those of the libraries ft and the run's active plugin distributions require."""
     import importlib.metadata as md
+    import re
 
     versions = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes",
-                 "hydra-core", "omegaconf", "pluggy"):
+    for dist in ["ft", *distributions]:
         try:
-            versions[name] = md.version(name)
+            requirements = md.requires(dist) or []
         except md.PackageNotFoundError:
-            pass
+            continue
+        for requirement in requirements:
+            name = re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
+            if "extra ==" in requirement or name in versions or name.startswith("ft"):
+                continue
+            try:
+                versions[name] = md.version(name)
+            except md.PackageNotFoundError:
+                pass
     return versions
 
 
@@ -95,7 +104,7 @@ def write_run_record(run_dir: Path, prepared: Any, world_size: int, resume: bool
              "builtin": p.builtin, "active": p in prepared.active}
             for p in prepared.session.plugins
         ],
-        "packages": _package_versions(),
+        "packages": _package_versions(sorted({p.distribution for p in prepared.active})),
     }
     (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 

@@ -139,3 +139,16 @@ def test_the_compatibility_matrix_in_the_docs_is_current():
     assert documented and documented.group(1) == compatibility_matrix(listing), (
         "docs/compatibility.md is stale: replace its table with the output of `ft plugins --matrix`")
     assert "| dpo | yes | yes | yes | yes | yes | yes | no: needs token_loss |" in documented.group(1)
+
+
+def test_each_builtin_plugin_can_be_left_out_and_a_missing_default_says_which(capsys):
+    """Builtin means installed by default: -p no:NAME removes one; when its option is ft's default, one line says so."""
+    from ft.cli import main
+
+    for name in ("outputs", "generate", "scaffold", "reliability"):
+        assert main(["-p", f"no:{name}", "validate"]) == 0, name
+    assert main(["-p", "no:sft", "validate"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ft: error: method=sft is provided by the plugin 'sft', which is installed but disabled (-p no:sft, "
+        "FT_PLUGINS or FT_DISABLE_PLUGIN_AUTOLOAD); enable it with -p sft")
+    assert main(["-p", "no:sft", "validate", "+method=dpo"]) == 0  # another method needs no sft

@@ -66,19 +66,23 @@ def searchpath_override(plugins: list[LoadedPlugin]) -> str:
 
 
 @functools.cache
-def _primary_default_groups() -> frozenset[str]:
-    """Groups named in the primary config's defaults list (they take ``group=option``)."""
+def _primary_defaults() -> dict[str, str | None]:
+    """``{group: default option}`` of the primary config's defaults list (these groups take ``group=option``)."""
     import yaml
 
     data = yaml.safe_load((kernel_conf_dir() / f"{PRIMARY_CONFIG}.yaml").read_text())
-    groups: set[str] = set()
+    defaults: dict[str, str | None] = {}
     for entry in data.get("defaults", []):
         if isinstance(entry, dict):
-            for key in entry:
+            for key, value in entry.items():
                 key = key.removeprefix("optional ")
                 if not key.startswith("override ") and "/" not in key:
-                    groups.add(key)
-    return frozenset(groups)
+                    defaults[key] = value if isinstance(value, str) and "${" not in value else None
+    return defaults
+
+
+def _primary_default_groups() -> frozenset[str]:
+    return frozenset(_primary_defaults())
 
 
 def available_options(plugins: list[LoadedPlugin]) -> dict[str, dict[str, str]]:
@@ -160,6 +164,10 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
             result.append(f"{group}{rest}")
         else:
             result.append(f"+{group}{rest}")
+    chosen = {m.group("group") for o in overrides if (m := _GROUP_OVERRIDE.match(o)) and m.group("rest")}
+    for group, option in _primary_defaults().items():  # a default whose plugin is disabled: say so, not Hydra's line
+        if option and group not in chosen and option not in options.get(group, {}):
+            _check_option(group, option, options, catalog, disabled_options, errors)
     return result
 
 

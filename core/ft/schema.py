@@ -323,8 +323,9 @@ def validate_node(prefix: str, node: Any, schema: type, registries: dict[str, se
         if registry and value is not None and ":" not in str(value) and registries is not None and registry in registries:
             known = registries[registry]
             if value not in known:
+                listed = ", ".join(sorted(known)) or f"none (no enabled plugin contributes {registry.replace('_', ' ')})"
                 raise ConfigError(f"{key}={value!r}: no such {registry.replace('_', ' ').rstrip('s')}"
-                                  f"{did_you_mean(str(value), known)}; available: {', '.join(sorted(known))}")
+                                  f"{did_you_mean(str(value), known)}; available: {listed}")
         if fld.metadata.get("path") and value is not None and not str(value).startswith(("hf://", "hub:")):
             if not path_exists(str(value), key):
                 raise ConfigError(f"{key}={value!r}: no such file or folder; check the path")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from cut_cross_entropy import linear_cross_entropy
 
+from ft.api import hookimpl
 from ft_testing import (
     LOSS_KERNEL_SETUPS,
     assert_linear_ce_matches,
@@ -65,3 +66,51 @@ def test_bad_options_are_refused_at_validate():
     assert result.stderr.strip() == "ft: error: kernels.filter_eps=tiny is not valid: expected high, low, a number or null"
     result = run_ft(["validate", "+kernels=cce", "kernels.impl=fast"])
     assert result.returncode == 2 and "kernels.impl" in result.stderr and "torch_compile" in result.stderr
+
+
+# -- the refusals the README promises -------------------------------------------------------------------
+
+
+def test_impl_cce_without_a_gpu_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    from ft.cli import main
+
+    code = main(["run", f"model.name_or_path={tiny_model_dir}", "+kernels=cce", "kernels.impl=cce",
+                 "trainer.max_steps=1", "run.save_final_model=false", f"run.root={tmp_path / 'runs'}"])
+    if torch.cuda.is_available():  # a machine with a GPU runs CCE's Triton kernels
+        assert code == 0
+        return
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ft: error: kernels.impl=cce runs Triton kernels and needs a GPU; use kernels.impl=auto or torch_compile here")
+
+
+class HeadWithBias:
+    """Gives the loaded model's output head a bias, as some architectures have."""
+
+    @hookimpl
+    def prepare_model(self, ctx):
+        import torch
+
+        head = ctx.model.get_output_embeddings()
+        head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+
+
+def test_a_head_with_a_bias_is_refused_at_start(tiny_model_dir, tmp_path):
+    from ft.api import ConfigError
+    from ft_testing import build_context, write_chat_rows
+
+    rows = write_chat_rows(tmp_path / "chat.jsonl", n=8)
+    with pytest.raises(ConfigError, match="takes an output head without a bias, and this model's head has one"):
+        build_context([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={rows}", "+kernels=cce",
+                       "kernels.impl=torch_compile"], tmp_path / "run", HeadWithBias())
+
+
+def test_a_method_without_the_token_loss_is_refused_at_validate(capsys):
+    from ft.cli import main
+
+    assert main(["validate", "+kernels=cce", "+method=grpo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "ft: error: kernels=cce needs a method that is token_loss, but method=grpo is computes_own_logits, "
+        "generates; drop kernels=cce or choose another method")

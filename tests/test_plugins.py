@@ -152,3 +152,11 @@ def test_each_builtin_plugin_can_be_left_out_and_a_missing_default_says_which(ca
         "ft: error: method=sft is provided by the plugin 'sft', which is installed but disabled (-p no:sft, "
         "FT_PLUGINS or FT_DISABLE_PLUGIN_AUTOLOAD); enable it with -p sft")
     assert main(["-p", "no:sft", "validate", "+method=dpo"]) == 0  # another method needs no sft
+
+
+def test_autoload_off_and_an_allow_list_leave_the_builtin_plugins_in():
+    for env in ({"FT_DISABLE_PLUGIN_AUTOLOAD": "1"}, {"FT_PLUGINS": "lora"}):
+        result = run_ft(["validate"], env=env)
+        assert result.returncode == 0, (env, result.stderr)
+    left_out = run_ft(["validate", "+method=dpo"], env={"FT_PLUGINS": "lora"})
+    assert left_out.returncode == 2 and "enable it with -p preference" in left_out.stderr

@@ -1,20 +1,20 @@
 """Plugin discovery, checking, activation and the plugin manager.
 
-Order of loading (as in pytest's ``default_plugins``): the kernel's builtin plugins, then every
-module named in the ``ft`` entry-point group. A plugin's name is its entry-point name, which must
+Order of loading (as in pytest's ``default_plugins``): the kernel's fallbacks, the builtin plugins (the
+distributions ft requires), then every other module named in the ``ft`` entry-point group. A plugin's name is its entry-point name, which must
 equal ``FT_PLUGIN.name``; that one name is what ``ft plugins`` shows and what ``-p``, ``FT_PLUGINS``,
 ``requires`` and ``conflicts`` take. A distribution may name a config package in the data-only
 ``ft.conf`` group under the same entry-point name; its ``<group>/<option>.yaml`` files are the options
 the plugin provides. Controls:
 
-* ``FT_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry-point plugin except those named with ``-p NAME``
-  or in ``FT_PLUGINS``.
-* ``FT_PLUGINS=a,b``: an allow-list; only these entry-point plugins load.
-* ``-p no:NAME``: block one plugin (builtins too, except those that are always active).
+* ``FT_DISABLE_PLUGIN_AUTOLOAD=1``: load no other plugin except those named with ``-p NAME`` or in
+  ``FT_PLUGINS`` (the builtin plugins still load).
+* ``FT_PLUGINS=a,b``: an allow-list of the other plugins; the builtin plugins still load.
+* ``-p no:NAME``: block one plugin, a builtin one too.
 
-A plugin that fails to import, implements a hook ft does not define, or claims a "who builds X" hook
-without declaring its capability is *broken*: every command that uses plugins stops with one line
-naming its distribution, while ``ft --help`` still answers and ``ft plugins`` shows the problem.
+A plugin that fails to import, implements a hook ft does not define or with arguments its spec does not
+pass, targets another contract major, or claims a "who builds X" hook without declaring its capability
+is *broken*: see :meth:`PluginSet.raise_if_broken` for which commands it stops.
 """
 
 from __future__ import annotations
@@ -297,14 +297,14 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
         dist, version = dists[ep]
         conf_ep = next((c for c in conf_eps if c.name == ep.name), None)
         conf_dir, options, problem = _conf_options(ep.name, dist, conf_ep)
-        wanted = ep.name in enabled or (autoload and (allow is None or ep.name in allow)) or \
+        builtin = _canonical(dist) in defaults  # installed with ft: only -p no:NAME leaves it out (pytest's defaults)
+        wanted = builtin or ep.name in enabled or (autoload and (allow is None or ep.name in allow)) or \
             (not autoload and allow is not None and ep.name in allow)
         if ep.name in blocked or not wanted:
-            found.disabled.append(LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, _canonical(dist) in defaults,
-                                               conf_dir, options, disabled=True))
+            found.disabled.append(LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, builtin, conf_dir, options,
+                                               disabled=True))
             continue
-        plugin = LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, _canonical(dist) in defaults, conf_dir,
-                              options, problem)
+        plugin = LoadedPlugin(PluginInfo(name=ep.name), None, dist, version, builtin, conf_dir, options, problem)
         found.plugins.append(plugin)
         try:
             plugin.module = ep.load()

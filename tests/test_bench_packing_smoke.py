@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a benchmark's processes: the full tier
 def test_packing_bench_smoke(tiny_model_dir, test_data, tmp_path):
     env = {**os.environ, "FT_BENCH_CACHE": str(tmp_path / "bench-cache"), "FT_BENCH_DATA": str(test_data),
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -85,6 +85,7 @@ def test_startup_smoke_times_ft_commands():
     assert "not recorded" in done.stdout
 
 
+@pytest.mark.slow  # two training processes: the full tier
 def test_overhead_smoke_runs_both_sides(test_data):
     done = bench("bench/overhead/run.py", "--smoke", data=test_data)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -151,6 +151,7 @@ def test_the_fuzz_has_at_least_200_bad_and_20_good_configs():
     assert len(VALID) >= 20
 
 
+@pytest.mark.slow  # hundreds of configs through the real CLI: the full tier
 def test_every_bad_config_is_one_clear_line_and_exit_2(files, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     failures = []

@@ -48,6 +48,7 @@ def test_ligers_fused_loss_equals_the_plain_computation(options):
     assert_linear_ce_matches(liger, *linear_ce_case(device=DEVICE), **options)
 
 
+@pytest.mark.slow  # four pairs of training runs: the full tier
 @pytest.mark.parametrize("setup", sorted(LOSS_KERNEL_SETUPS))
 def test_sft_with_liger_trains_exactly_like_the_methods_own_loss(tiny_model_dir, tmp_path, setup):
     plain = train_tiny_sft(tiny_model_dir, tmp_path / "plain", LOSS_KERNEL_SETUPS[setup])

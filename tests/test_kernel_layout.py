@@ -86,3 +86,17 @@ def test_the_kernel_stays_under_its_ceiling():
     lines, code = kernel_size()
     print(f"kernel: {lines} lines, {code} code lines (ceiling {KERNEL_CEILING[0]}, {KERNEL_CEILING[1]}; target 3,000, 2,000)")
     assert lines <= KERNEL_CEILING[0] and code <= KERNEL_CEILING[1], (lines, code)
+
+
+def test_ft_api_shows_type_checkers_exactly_what_it_exports():
+    """The TYPE_CHECKING imports (what editors see) and the lazy table (what runs) name the same objects."""
+    import ast
+
+    import ft.api
+
+    tree = ast.parse((KERNEL / "api.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen = {(node.module, alias.name, alias.asname or alias.name)
+            for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    exported = {(target.split(":")[0], target.split(":")[1], name) for name, target in ft.api._EXPORTS.items()}
+    assert seen == exported, (sorted(seen - exported), sorted(exported - seen))

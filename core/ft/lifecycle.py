@@ -59,7 +59,8 @@ def agree_run_dir(wanted: Path, ranks: Ranks) -> Path:
 def _package_versions(distributions: list[str]) -> dict[str, str]:
     """Python's version and those of the libraries ft and the run's active plugin distributions require."""
     import importlib.metadata as md
-    import re
+
+    from ft.plugins import requirement_name
 
     versions = {"python": platform.python_version()}
     for dist in ["ft", *distributions]:
@@ -68,7 +69,7 @@ def _package_versions(distributions: list[str]) -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
         for requirement in requirements:
-            name = re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
+            name = requirement_name(requirement)
             if "extra ==" in requirement or name in versions or name.startswith("ft"):
                 continue
             try:

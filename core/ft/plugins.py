@@ -201,6 +201,11 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def requirement_name(requirement: str) -> str:
+    """The distribution a requirement string names (``"peft>=0.17; extra == 'x'"`` -> ``"peft"``)."""
+    return re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
+
+
 def default_distributions() -> set[str]:
     """The plugin distributions installed with ft by default (its own requirements): their plugins are
     builtin, so their ``trylast`` fallbacks claim no capability and ``ft plugins`` says "builtin"."""
@@ -208,7 +213,7 @@ def default_distributions() -> set[str]:
         requirements = md.requires("ft") or []
     except md.PackageNotFoundError:  # pragma: no cover - ft run from a source tree without metadata
         return set()
-    return {_canonical(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0]) for r in requirements if "extra ==" not in r}
+    return {_canonical(requirement_name(r)) for r in requirements if "extra ==" not in r}
 
 
 def _dist_of(ep: md.EntryPoint) -> tuple[str, str]:

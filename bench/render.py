@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -52,11 +53,11 @@ def table(entries: list[dict]) -> str:
         for label, _ in entry.get("headline", []):
             if label not in labels:
                 labels.append(label)
-    header = ["date (UTC)", "machine", "load avg (1 min, before → after)", "rounds", *labels, "versions", "note"]
+    header = ["date (UTC)", "commit", "machine", "load avg (1 min, before → after)", "rounds", *labels, "versions", "note"]
     rows = []
     for entry in entries:
         values = dict(entry.get("headline", []))
-        rows.append([entry["date"].replace("T", " ")[:16], _machine(entry), _load(entry),
+        rows.append([entry["date"].replace("T", " ")[:16], entry.get("commit", "-"), _machine(entry), _load(entry),
                      f"{entry.get('repeat', '?')} (+{entry.get('warmup', 0)} warm-up)",
                      *[values.get(label, "") for label in labels], _versions(entry), entry.get("note", "")])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -80,6 +81,58 @@ def render(doc: str, results_dir: Path, skipped: list[str] | None = None) -> str
     return doc
 
 
+#: What a measured figure looks like in prose: a duration, a ratio, a memory size, a throughput, a share, or a
+#: before -> after pair of numbers. Config values written as keys (``save_every_minutes: 10``) are not prose.
+MEASUREMENT = re.compile(
+    r"(?<![\w.=/-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min|minutes|seconds|hours|x|GiB|MiB|GB|MB|tokens/s|rows/s|s/step|%)(?![\w/])"
+    r"|\d(?:\.\d+)?\s?(?:->|→)\s?-?\d")
+#: How a paragraph names the record behind its figures.
+RECORD_REFERENCE = re.compile(r"bench/results/[\w.-]+\.jsonl|<!-- bench-history:|<!-- /bench-history:")
+#: A paragraph whose numbers are settings or requirements, not measurements, says so with this comment.
+NOT_MEASURED = "<!-- figures: not measured -->"
+
+
+def figure_documents() -> list[Path]:
+    """The documents whose figures must name their records: README.md, BENCHMARKS.md, every plugin's README."""
+    return [REPO / "README.md", DOC, REPO / "kernels" / "README.md", *sorted((REPO / "plugins").glob("*/README.md"))]
+
+
+def paragraphs(text: str) -> list[tuple[int, str]]:
+    """``(first line number, text)`` of each prose paragraph or table (blank-line separated; fenced and
+    indented code blocks left out: commands, not claims)."""
+    found: list[tuple[int, str]] = []
+    current: list[str] = []
+    start, fenced = 0, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    ") and not current:
+            continue
+        if not line.strip():
+            if current:
+                found.append((start, "\n".join(current)))
+            current = []
+            continue
+        if not current:
+            start = number
+        current.append(line)
+    if current:
+        found.append((start, "\n".join(current)))
+    return found
+
+
+def unrecorded_figures(path: Path) -> list[str]:
+    """``file:line: figure`` for each paragraph that states a measured figure without naming its record
+    (``bench/results/<benchmark>.jsonl``, or a rendered history table) or the not-measured marker."""
+    problems = []
+    for line, paragraph in paragraphs(path.read_text()):
+        figures = MEASUREMENT.findall(paragraph.replace("`", " "))
+        if figures and not RECORD_REFERENCE.search(paragraph) and NOT_MEASURED not in paragraph:
+            problems.append(f"{path.relative_to(REPO)}:{line}: {figures[0].strip()!r} names no record")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that BENCHMARKS.md is up to date")
@@ -92,10 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in skipped:
         print(f"{name}: no '<!-- bench-history:{name} -->' markers in {args.doc.name}; its results are not rendered")
     if args.check:
+        problems = [p for doc in figure_documents() for p in unrecorded_figures(doc)]
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} paragraphs state figures without their record: name the bench/results/ file "
+                  f"(or render a history table), or mark settings with {NOT_MEASURED}")
         if rendered != current:
             print(f"{args.doc} is out of date with {args.results_dir}: run .venv/bin/python bench/render.py")
             return 1
-        print(f"{args.doc} is up to date")
+        if problems:
+            return 1
+        print(f"{args.doc} is up to date and every figure names its record")
         return 0
     if rendered != current:
         args.doc.write_text(rendered)

@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO))
 
 SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/run.py", "bench/kernels/run.py",
            "bench/distributed/run.py", "bench/grpo/run.py", "bench/diffusion/run.py", "bench/kd/run.py",
-           "bench/preprocess/run.py", "bench/packing/run.py",
-           "bench/render.py"]
+           "bench/preprocess/run.py", "bench/packing/run.py", "bench/defaults/run.py", "bench/lora-sft/run.py",
+           "bench/gpu/run.py", "bench/qlora/run.py", "bench/render.py"]
 
 
 def test_every_benchmark_folder_is_started_here():
@@ -28,6 +28,18 @@ def test_every_benchmark_folder_is_started_here():
     folders = {p.name for p in (REPO / "bench").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
     folders -= {"results", "__pycache__"}
     assert {f"bench/{name}/run.py" for name in folders} <= set(SCRIPTS), sorted(folders)
+
+
+def test_run_all_runs_existing_benchmarks_one_at_a_time():
+    """bench/run_all: executable, each line a benchmark that exists, the tables rendered at the end."""
+    import re
+
+    script = REPO / "bench" / "run_all"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    started = re.findall(r"^run (bench/\S+)", text, re.MULTILINE)
+    assert started and all((REPO / path).is_file() for path in started) and "&" not in text.replace("&&", "")
+    assert text.rstrip().endswith('"$PY" bench/render.py')
 
 
 def bench(*args: str, timeout: int = 600, data: Path | None = None) -> subprocess.CompletedProcess:
@@ -122,3 +134,60 @@ def test_render_rewrites_only_between_markers(tmp_path):
 def test_benchmarks_md_is_rendered_from_the_results():
     done = bench("bench/render.py", "--check")
     assert done.returncode == 0, done.stdout
+
+
+def test_gpu_check_is_a_dry_run_without_cuda_and_names_every_step(tmp_path):
+    """On this CPU machine the GPU check prints its plan, exits 0 and writes no report; the files it
+    would run exist."""
+    from bench.gpu.run import GPU_TESTS, plan
+
+    report = tmp_path / "gpu-check.md"
+    done = bench("bench/gpu/run.py", "--report", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "dry run (no CUDA device visible)" in done.stdout
+    steps = plan(480)
+    assert [s.name for s in steps] == ["tests", "kernels", "overhead", "lora-sft", "grpo-vllm"]
+    for step in steps:
+        assert f"  {step.name} " in done.stdout
+    assert not report.exists()
+    assert all((REPO / path).is_file() for path in GPU_TESTS)
+    scripts = [arg for step in steps for arg in step.command if arg.startswith("bench/")]
+    assert scripts and all((REPO / script).is_file() for script in scripts)
+    assert sum(step.timeout_s for step in steps if step.needs is None) <= 8 * 60
+    assert bench("bench/gpu/run.py", "--dry-run", "--only", "tests,nope").returncode == 2
+
+
+def test_defaults_bench_runs_the_commands_the_readme_prints():
+    from bench.defaults.run import CASES, score_pairs
+
+    readme = (REPO / "README.md").read_text()
+    for name in ("make-run", "dpo-qlora", "grpo", "kd", "diffusion"):
+        assert f"ft run {' '.join(CASES[name])}".rstrip() in readme, name
+    listed = bench("bench/defaults/run.py", "--list", "--cases", "all")
+    assert listed.returncode == 0 and "dpo-qlora: ft run +adapter=qlora +method=dpo" in listed.stdout
+    assert score_pairs({"task_accuracy_before": 0.0, "task_accuracy_after": 0.5, "heldout_kl_before": 2,
+                        "train_loss": 1.0, "x_before": "n/a", "x_after": 1}) == {
+        "task_accuracy": (0.0, 0.5)}
+
+
+def test_render_check_finds_a_figure_without_its_record(tmp_path):
+    from bench.render import unrecorded_figures
+
+    doc = tmp_path / "README.md"
+    doc.write_text("Fast: 1.8x the baseline.\n\nFast: 1.8x (bench/results/overhead.jsonl).\n\n"
+                   "    ft run trainer.max_steps=10   # 10 s\n\nSettings: every 10 minutes. <!-- figures: not measured -->\n")
+    import bench.render as render_module
+
+    original = render_module.REPO
+    render_module.REPO = tmp_path
+    try:
+        assert unrecorded_figures(doc) == ["README.md:1: '1.8x' names no record"]
+    finally:
+        render_module.REPO = original
+
+
+@pytest.mark.slow  # two LoRA training processes: the full tier
+def test_lora_sft_smoke_runs_ft_and_trl(test_data):
+    done = bench("bench/lora-sft/run.py", "--smoke", data=test_data)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ft / TRL, tokens/s" in done.stdout and "not recorded" in done.stdout

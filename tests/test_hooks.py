@@ -636,3 +636,36 @@ def test_hook_dataset_formats(demo_site, tiny_model_dir, tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+QUEUE = '''
+import json, os
+from pathlib import Path
+from ft.api import PluginInfo, hookimpl, validate_all
+
+FT_PLUGIN = PluginInfo(name="queue", description="queues sweeps elsewhere", capabilities=("sweeper",))
+
+
+@hookimpl
+def run_sweep(session, overrides, p_flags):
+    _, jobs = validate_all(session, overrides, multirun=True)
+    Path(os.environ["QUEUE_FILE"]).write_text(json.dumps([job.composed.overrides for job in jobs]))
+    return 3
+'''
+
+
+def test_hook_run_sweep(tiny_model_dir, tmp_path):
+    """A plugin with the sweeper capability takes ft run -m over: it gets every job validated, and its exit code."""
+    site = tmp_path / "site"
+    install_fake_plugin(site, "ft-queue", "queue", QUEUE)
+    queued = tmp_path / "queued.json"
+    args = ["run", "-m", f"model.name_or_path={tiny_model_dir}", "optim.lr=1e-3,2e-3", f"run.root={tmp_path}/runs"]
+    result = run_ft(args, site=site, env={"QUEUE_FILE": str(queued)})
+    assert result.returncode == 3, result.stderr[-2000:]
+    jobs = json.loads(queued.read_text())
+    assert [[o for o in job if o.startswith("optim.lr")] for job in jobs] == [["optim.lr=0.001"], ["optim.lr=0.002"]]
+    assert not (tmp_path / "runs").exists()  # ft-sweeps, the builtin fallback, ran nothing
+    bad = run_ft([*args, "trainer.max_steps=-5"], site=site, env={"QUEUE_FILE": str(tmp_path / "bad.json")})
+    assert bad.returncode == 2 and not (tmp_path / "bad.json").exists()
+    left_out = run_ft(["-p", "no:queue", "-p", "no:sweeps", *args], site=site)
+    assert left_out.returncode == 2 and "no installed plugin runs a sweep" in left_out.stderr

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 KERNEL = REPO / "core" / "ft"
 #: Plugin names that are also ordinary words of the kernel's own vocabulary (its required groups, the loss
 #: hook's ``outputs``, a "chat template"...): these are checked as ``group=option`` and package names only.
-KERNEL_WORDS = {"data", "model", "ft", "chat", "completion", "outputs", "generate", "prompts", "kernels"}
+KERNEL_WORDS = {"data", "model", "ft", "chat", "completion", "outputs", "generate", "prompts", "kernels", "trainer"}
 
 
 def first_party_names() -> set[str]:
@@ -79,7 +79,7 @@ def kernel_size() -> tuple[int, int]:
 
 
 #: Where the kernel stands, as a ceiling that only comes down (kernel v3's target: 3,000 lines, 2,000 code lines).
-KERNEL_CEILING = (4_110, 2_585)
+KERNEL_CEILING = (3_665, 2_300)
 
 
 def test_the_kernel_stays_under_its_ceiling():

@@ -324,6 +324,18 @@ def versions(python: str | None = None, packages: tuple[str, ...] = ("ft", "torc
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
 
+def commit() -> str:
+    """The checked-out commit (``+dirty`` when tracked files differ from it): what the figures were measured on."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                               text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 def record(benchmark: str, args: argparse.Namespace, config: dict[str, Any], summaries: dict[str, Any],
            baseline: str, headline: list[tuple[str, str]], load_before: list[float],
            versions_by_side: dict[str, dict[str, str]], device: str = "cpu", extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -331,6 +343,8 @@ def record(benchmark: str, args: argparse.Namespace, config: dict[str, Any], sum
     entry = {
         "benchmark": benchmark,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": commit(),
         "machine": machine(device),
         "load_avg": {"before": load_before, "after": load_average()},
         "versions": versions_by_side,

@@ -12,11 +12,9 @@ import sys
 
 
 def main() -> int:
-    import ft.plugins
-    from ft.cli import main as ft_main
+    from bench._harness.plugins import run_ft
 
-    ft.plugins.BUILTIN_PLUGINS = (*ft.plugins.BUILTIN_PLUGINS, "bench._harness.ft_plugin")
-    return ft_main(sys.argv[1:])
+    return run_ft({"bench_timing": "bench._harness.ft_plugin"}, sys.argv[1:])
 
 
 if __name__ == "__main__":

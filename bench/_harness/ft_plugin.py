@@ -1,6 +1,6 @@
 """An ft plugin that adds the benchmark's :class:`StepTimer` through the ``callbacks`` hook.
 
-Loaded by :mod:`bench._harness.ft_launch`, which registers it next to ft's builtin plugins before
+Loaded by :mod:`bench._harness.ft_launch`, which installs it as a plugin distribution before
 calling the real ``ft`` command, so the timed run is ``ft run`` itself plus one callback.
 """
 

@@ -68,11 +68,9 @@ def callbacks(ctx: Any) -> list[Any]:
 
 
 def main() -> int:
-    import ft.plugins
-    from ft.cli import main as ft_main
+    from bench._harness.plugins import run_ft
 
-    ft.plugins.BUILTIN_PLUGINS = (*ft.plugins.BUILTIN_PLUGINS, "bench.distributed.memory_probe")
-    return ft_main(sys.argv[1:])
+    return run_ft({"bench_memory": "bench.distributed.memory_probe"}, sys.argv[1:])
 
 
 if __name__ == "__main__":

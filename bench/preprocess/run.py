@@ -1,12 +1,13 @@
 """Benchmark: tokenizing real data with ft's data stage, rows/s, side by side with Axolotl 0.19.
 
-    .venv/bin/python bench/preprocess/run.py [--axolotl-python PATH | AXOLOTL_PYTHON=PATH] [--repeat 3]
+    .venv/bin/python bench/preprocess/run.py [--axolotl-python PATH | AXOLOTL_PYTHON=PATH | --no-axolotl] [--repeat 2]
 
 Data: ../shared/data/gpteacher/toolformer.json (7,673 alpaca rows) and the chosen dialogues of
 ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz turned into messages (chat_template), tokenized
 with SmolLM2-135M-Instruct's tokenizer. ft runs its whole stage without the cache (read, format,
 length policy, Arrow dataset), in one process (the default) and with data.num_proc=2. Axolotl runs its dataset wrapper (the tokenizing ``map``) in one
-process, in its own virtual environment, on the same rows. Best of ``--repeat`` runs each.
+process, in its own virtual environment, on the same rows. Best of ``--repeat`` runs each; one record in
+``bench/results/preprocess.jsonl``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench._harness import add_common_args, load_average, record, versions  # noqa: E402
 DATA = Path(os.environ.get("FT_BENCH_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -82,33 +86,48 @@ def time_axolotl(python: str, path: Path, kind: str, repeat: int) -> float | Non
     return best
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, repeat=2, warmup=0)
     parser.add_argument("--axolotl-python", default=os.environ.get("AXOLOTL_PYTHON"),
                         help="python of a separate venv with axolotl==0.19.0 (or set AXOLOTL_PYTHON)")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    if not args.axolotl_python:
-        parser.error("name the Axolotl venv's python: --axolotl-python PATH or AXOLOTL_PYTHON=PATH (see BENCHMARKS.md)")
+    parser.add_argument("--no-axolotl", action="store_true", help="time ft only")
+    args = parser.parse_args(argv)
+    if not args.axolotl_python and not args.no_axolotl:
+        parser.error("name the Axolotl venv's python: --axolotl-python PATH or AXOLOTL_PYTHON=PATH (see BENCHMARKS.md), "
+                     "or time ft alone with --no-axolotl")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    load_before = load_average()
+    summaries: dict[str, dict] = {}
+    headline: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as scratch:
         chat_path = Path(scratch) / "hh_chat.jsonl"
         chat_path.write_text("".join(json.dumps(r) + "\n" for r in chat_rows()))
-        jobs = [("alpaca (gpteacher/toolformer)", DATA / "gpteacher" / "toolformer.json", "alpaca"),
-                ("chat_template (hh-rlhf chosen as messages)", chat_path, "chat_template")]
+        jobs = [("alpaca", "alpaca (gpteacher/toolformer)", DATA / "gpteacher" / "toolformer.json", "alpaca"),
+                ("chat", "chat_template (hh-rlhf chosen as messages)", chat_path, "chat_template")]
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        for label, path, fmt in jobs:
+        for key, label, path, fmt in jobs:
             one, rows = time_ft(path, fmt, 1, args.repeat)
-            auto, _ = time_ft(path, fmt, 2, args.repeat)
-            axolotl = time_axolotl(args.axolotl_python, path, fmt, args.repeat)
-            line = (f"{label}: {rows} rows | ft 1 process: {rows / one:,.0f} rows/s | ft num_proc=2: "
-                    f"{rows / auto:,.0f} rows/s")
+            two, _ = time_ft(path, fmt, 2, args.repeat)
+            axolotl = None if args.no_axolotl else time_axolotl(args.axolotl_python, path, fmt, args.repeat)
+            best = lambda seconds: {"median": rows / seconds, "spread": 0.0}  # noqa: E731 - best of the runs
+            summaries[f"ft:{key}"] = {"rows_per_s": best(one)}
+            summaries[f"ft num_proc=2:{key}"] = {"rows_per_s": best(two)}
+            line = f"{label}: {rows} rows | ft 1 process: {rows / one:,.0f} rows/s | ft num_proc=2: {rows / two:,.0f} rows/s"
+            headline += [(f"{key}: ft rows/s", f"{rows / one:,.0f}"), (f"{key}: ft num_proc=2", f"{rows / two:,.0f}")]
             if axolotl:
-                line += (f" | axolotl 0.19 1 process: {rows / axolotl:,.0f} rows/s | ratio ft/axolotl: "
-                         f"{axolotl / one:.1f}x (1 process), {axolotl / auto:.1f}x (num_proc=2)")
+                summaries[f"axolotl:{key}"] = {"rows_per_s": best(axolotl)}
+                line += f" | axolotl 0.19 1 process: {rows / axolotl:,.0f} rows/s | ft / axolotl: {axolotl / one:.1f}x"
+                headline += [(f"{key}: Axolotl rows/s", f"{rows / axolotl:,.0f}"), (f"{key}: ft / Axolotl", f"{axolotl / one:.1f}x")]
             else:
-                line += " | axolotl not available"
+                line += " | axolotl not timed"
             print(line, flush=True)
+    found = {"ft": versions()}
+    if args.axolotl_python and not args.no_axolotl:
+        found["axolotl"] = versions(args.axolotl_python, ("axolotl", "torch", "transformers", "datasets", "tokenizers"))
+    config = {"data": {"alpaca": "gpteacher/toolformer.json", "chat": "hh-rlhf/harmless-base-test chosen"},
+              "sequence_len": 2048, "tokenizer": "SmolLM2-135M-Instruct", "figure": "rows/s, best of --repeat runs"}
+    record("preprocess", args, config, summaries, "ft:alpaca", headline, load_before, found)
     return 0
 
 

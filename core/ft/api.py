@@ -16,22 +16,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what editors and type checkers see: the real objects, typed (resolved lazily below)
     from ft import __version__ as FT_VERSION
     from ft import hookimpl
-    from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint, resolve_resume_from
+    from ft.checkpoints import STAGING as CHECKPOINT_STAGING
+    from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint, publish_checkpoint, resolve_resume_from
     from ft.cli import Command
     from ft.cli import main as cli_main
-    from ft.config import available_options, redact
+    from ft.config import PRIMARY_CONFIG, available_options, redact, searchpath_override
     from ft.context import IGNORE_INDEX, Batching, DatasetBundle, LossCall, LossResult, RunContext
     from ft.distributed import Ranks, any_rank, barrier, broadcast_from_main, gathered_weights, ranks_from_env
     from ft.errors import ConfigError, DataError, FtUserError, PluginError, did_you_mean
     from ft.hookspecs import CAPABILITIES, CONTRACT_VERSION, METHOD_TRAITS, hookspec
-    from ft.launch import launch, planned_world_size, under_launcher, wants_processes
-    from ft.lifecycle import build_trainer
+    from ft.launch import launch, planned_world_size, run_job, under_launcher, wants_processes
+    from ft.lifecycle import build_trainer, claim_run_dir
     from ft.lifecycle import run as run_prepared
-    from ft.plugins import PluginInfo, discover, merge_contributions, selected_options
+    from ft.plugins import PluginInfo, discover, kernel_conf_dir, merge_contributions, selected_options
     from ft.records import plot_curves, read_metrics
-    from ft.runner import JobResult, Session, prepare_run, run_lifecycle
+    from ft.runner import Session, prepare_run, run_lifecycle, validate_all
     from ft.schema import ConfigSection, DistConfig, bounded, named, path_exists, path_field, to_plain, validate_node
-    from ft.training import base_training_args, ft_trainer_class
+    from ft.training import base_training_args
 
 
 #: public name -> "module:attribute"
@@ -74,8 +75,12 @@ _EXPORTS: dict[str, str] = {
     "redact": "ft.config:redact",
     "resolve_resume_from": "ft.checkpoints:resolve_resume_from",
     "last_complete_checkpoint": "ft.checkpoints:last_complete_checkpoint",
+    "publish_checkpoint": "ft.checkpoints:publish_checkpoint",
+    "CHECKPOINT_STAGING": "ft.checkpoints:STAGING",
     "incomplete_checkpoints": "ft.checkpoints:incomplete_checkpoints",
     "launch": "ft.launch:launch",
+    "run_job": "ft.launch:run_job",
+    "claim_run_dir": "ft.lifecycle:claim_run_dir",
     "under_launcher": "ft.launch:under_launcher",
     "wants_processes": "ft.launch:wants_processes",
     "ranks_from_env": "ft.distributed:ranks_from_env",
@@ -87,7 +92,6 @@ _EXPORTS: dict[str, str] = {
     "planned_world_size": "ft.launch:planned_world_size",
     "gathered_weights": "ft.distributed:gathered_weights",
     # trainers
-    "ft_trainer_class": "ft.training:ft_trainer_class",
     "base_training_args": "ft.training:base_training_args",
     # models
     "path_exists": "ft.schema:path_exists",
@@ -96,12 +100,16 @@ _EXPORTS: dict[str, str] = {
     # run outputs
     "read_metrics": "ft.records:read_metrics",
     "plot_curves": "ft.records:plot_curves",
-    "JobResult": "ft.runner:JobResult",
     # running a lifecycle from code (tests, notebooks)
     "prepare_run": "ft.runner:prepare_run",
     "build_trainer": "ft.lifecycle:build_trainer",
     "cli_main": "ft.cli:main",
     "Session": "ft.runner:Session",
+    "validate_all": "ft.runner:validate_all",
+    # Hydra, for plugins that hand ft's config to Hydra's own machinery (sweepers, launchers)
+    "PRIMARY_CONFIG": "ft.config:PRIMARY_CONFIG",
+    "kernel_conf_dir": "ft.plugins:kernel_conf_dir",
+    "searchpath_override": "ft.config:searchpath_override",
     "run_lifecycle": "ft.runner:run_lifecycle",
 }
 

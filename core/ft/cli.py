@@ -19,7 +19,7 @@ from ft.errors import EXIT_USER_ERROR, FtUserError, PluginError
 USAGE = """ft <command> [options] [overrides...]
 
 commands:
-  run [-m] [overrides]      train (the embedded default when no overrides are given); -m sweeps
+  run [-m] [overrides]      train (the embedded default when no overrides are given); -m: a sweep
   validate [overrides]      compose and check the config, load nothing
   config show [overrides]   print the composed config
   plugins [--json] [--all]  list installed plugins: version, hooks, options, capabilities, traits

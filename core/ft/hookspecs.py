@@ -1,52 +1,17 @@
 """The ft hook contract: every hook a plugin may implement, when it runs, and how results combine.
 
-This module is the single contract between the kernel and plugins (docs/plugins.md explains each hook
-with an example). A plugin is a module with an ``FT_PLUGIN = ft.api.PluginInfo(...)`` declaration and
-functions marked ``@ft.api.hookimpl`` whose names match the specs below; an implementation without a
-spec is a load error (with a "did you mean"), and a test rejects a spec without a docstring.
+This module is the single contract between the kernel and plugins; docs/plugins.md explains each hook
+with an example and docs/architecture.md lists the lifecycle of ``ft run`` in order. A plugin is a module
+with an ``FT_PLUGIN = ft.api.PluginInfo(...)`` declaration and functions marked ``@ft.api.hookimpl``
+whose names match the specs below; an implementation without a spec is a load error.
 
-Lifecycle of ``ft run`` (rank-aware: every rank runs it; rank 0 alone writes the run folder)::
-
-    compose config (Hydra) -> plugin defaults        config_schemas, config_defaults, dataset_formats
-    -> validate                                      validate_config
-    load tokenizer                                   load_tokenizer
-    load + format data                               prepare_dataset
-    training arguments (before the model: ZeRO-3)    training_args, training_args_class
-    model, in named phases, in this order:
-      patch   pre_model_load                         library patches, from_pretrained kwargs
-      load    load_model                             the model (quantised, sharded at load...)
-      prepare prepare_model                          k-bit preparation, casts, checkpointing
-      adapt   adapt_model                            adapters wrap it
-      ready   post_model_load                        observe only: the model is final
-    frozen auxiliary models, on a method's demand    load_reference_model
-    build trainer                                    collator, batch_sampler, callbacks, create_trainer
-    post_trainer_create
-    train                                            run_training; per batch: process_batch, loss
-    post_train -> save (rank 0 writes) -> post_save  post_train, save_model, post_save
-
-How results combine, using pluggy's semantics on purpose:
-
-* ``firstresult`` hooks answer "who builds X". Each maps to a capability (:data:`CAPABILITIES`): a
-  plugin implementing one must declare that capability in ``FT_PLUGIN.capabilities`` (a load error
-  otherwise), and two active plugins with the same capability is a config error before anything
-  loads. The kernel's builtin implementations are ``trylast`` fallbacks and claim nothing.
-* collected hooks (the default) call every implementation: contributions (callbacks, training-argument
-  fragments, formats) or in-place steps (the model phases, ``process_batch``), in pluggy order
-  (``tryfirst``/``trylast`` to order within a phase).
-* ``@hookimpl(wrapper=True)`` implementations wrap any hook (``result = yield``); they claim no
-  capability. The ``loss`` hook is built on this: the method's loss is the innermost call, a loss
-  kernel may replace it, and wrappers add their terms around it.
-
-Only *active* plugins are registered for a run: a plugin is active when it declares
-``always_active=True`` or the config selects one of its options, plus every plugin an active one
-``requires``. The config-time hooks (``config_schemas``, ``cli_commands``, ``dataset_formats``) are
-asked of every installed plugin.
-
-Hooks that receive ``ctx`` get the :class:`ft.context.RunContext`: the typed, validated config
-(``ctx.cfg``: one dataclass per section, ``ctx.cfg.optim.lr`` is a float), the selected options
-(``ctx.choices``) and their traits (``ctx.method_traits``), the rank (``ctx.rank``,
-``ctx.is_main``), the run folder, and the objects built so far. Each hook's docstring says which
-attribute it is expected to set.
+Results combine with pluggy's semantics: ``firstresult`` hooks answer "who builds X", each mapped to a
+capability (:data:`CAPABILITIES`) that the implementing plugin must declare and that two active plugins
+cannot share (builtin ``trylast`` fallbacks claim nothing); collected hooks call every implementation
+(contributions, or in-place steps in pluggy order); ``@hookimpl(wrapper=True)`` wraps any hook. Only the
+*active* plugins take part in a run (``always_active``, a selected option, or required by an active one);
+config-time hooks (``config_schemas``, ``cli_commands``, ``dataset_formats``, ``run_sweep``) are asked of
+every installed plugin. Hooks that receive ``ctx`` get the :class:`ft.context.RunContext`.
 """
 
 from __future__ import annotations
@@ -80,7 +45,13 @@ CAPABILITIES: dict[str, str] = {
     "save_model": "model_saver",
     "text_sampler": "sampler",
     "load_for_inference": "inference_loader",
+    "run_sweep": "sweeper",
 }
+
+#: The "who builds X" hooks every run calls: a run in which no active plugin implements one of them is refused
+#: at ``ft validate`` (a builtin plugin left out with ``-p no:NAME``).
+REQUIRED_HOOKS: tuple[str, ...] = ("load_tokenizer", "prepare_dataset", "training_args_class", "load_model",
+                                   "create_trainer", "run_training", "save_model")
 
 #: Traits a method option declares (``PluginInfo.traits``) and other plugins require
 #: (``PluginInfo.requires_traits``), instead of naming methods.
@@ -437,15 +408,14 @@ def save_model(ctx: RunContext, output_dir: str) -> Any:
     """
 
 
-@hookspec
-def post_sweep(sweep_dir: Path, results: list[Any], objective: str | None, direction: str) -> None:
-    """Report on a finished sweep (``ft run -m``): a summary table, a plot, the best job.
+@hookspec(firstresult=True)
+def run_sweep(session: Any, overrides: list[str], p_flags: list[str]) -> int | None:
+    """Run ``ft run -m``: choose the jobs of a sweep, validate them, run them, report.
 
-    When: after the last job of a multirun, in the process that ran ``ft run -m``; asked of every
-    installed plugin. Receives: the sweep folder, one :class:`ft.api.JobResult` per job (``run_dir``,
-    ``overrides``, ``status`` "ok"/"failed"/"user-error", ``error``, final ``metrics``), and the config's
-    ``sweep.objective`` (``None``: none) and ``sweep.direction`` ("minimize"/"maximize").
-    Returns: nothing. Combine: collected.
+    When: ``ft run -m ...``, asked of every installed plugin (nothing is composed yet). Receives: the
+    :class:`ft.api.Session`, the command's overrides (without ``-m``) and the global ``-p`` flags (launched
+    jobs load the same plugins). Returns: the exit code (0 when every job finished). Combine: firstresult
+    (capability ``sweeper``); a builtin plugin is the fallback.
     """
 
 

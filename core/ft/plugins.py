@@ -1,7 +1,7 @@
 """Plugin discovery, checking, activation and the plugin manager.
 
-Order of loading (as in pytest's ``default_plugins``): the kernel's fallbacks, the builtin plugins (the
-distributions ft requires), then every other module named in the ``ft`` entry-point group. A plugin's name is its entry-point name, which must
+Order of loading (as in pytest's ``default_plugins``): the builtin plugins (the distributions ft
+requires), then every other module named in the ``ft`` entry-point group. A plugin's name is its entry-point name, which must
 equal ``FT_PLUGIN.name``; that one name is what ``ft plugins`` shows and what ``-p``, ``FT_PLUGINS``,
 ``requires`` and ``conflicts`` take. A distribution may name a config package in the data-only
 ``ft.conf`` group under the same entry-point name; its ``<group>/<option>.yaml`` files are the options
@@ -37,12 +37,6 @@ from ft.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "ft"
 CONF_ENTRY_POINT_GROUP = "ft.conf"
-
-#: The kernel's own features, registered exactly like outside plugins.
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "ft.fallbacks",
-)
-
 
 @dataclass(frozen=True)
 class PluginInfo:
@@ -258,8 +252,6 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
     :meth:`PluginSet.raise_if_broken`). Raises :class:`PluginError` for a ``-p`` or ``FT_PLUGINS``
     name that no installed plugin has.
     """
-    import ft
-
     flags = list(p_flags or [])
     blocked = {p[3:] for p in flags if p.startswith("no:")}
     enabled = [p for p in flags if not p.startswith("no:")]
@@ -268,21 +260,6 @@ def discover(p_flags: list[str] | None = None) -> PluginSet:
     allow = {n.strip() for n in allow_env.split(",") if n.strip()} if allow_env else None
 
     found = PluginSet(plugins=[])
-    ft_conf = kernel_conf_dir()
-    for module_name in BUILTIN_PLUGINS:
-        module = importlib.import_module(module_name)
-        info = _plugin_info(module, module_name.rsplit(".", 1)[-1])
-        options: dict[str, list[str]] = {}
-        for ref in getattr(module, "BUILTIN_OPTIONS", ()):
-            group, option = ref.split("/", 1)
-            options.setdefault(group, []).append(option)
-        plugin = LoadedPlugin(info, module, "ft", ft.__version__, True, ft_conf, options)
-        if info.name in blocked and not info.always_active:
-            plugin.disabled = True
-            found.disabled.append(plugin)
-        else:
-            found.plugins.append(plugin)
-
     defaults = default_distributions()
     # Registration order is hook-call order within a phase: the builtin plugins first (as pytest's
     # default_plugins), then the others, each by name, so it never depends on the file system.
@@ -400,7 +377,7 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
             if not specs[name].ft_spec.get("firstresult") or opts.get("wrapper") or opts.get("hookwrapper"):
                 continue
             if plugin.builtin and opts.get("trylast"):
-                continue  # the kernel's fallbacks claim nothing
+                continue  # a builtin plugin's fallbacks claim nothing
             claimed.add(CAPABILITIES.get(name, name))
         declared = set(plugin.info.capabilities)
         if claimed - declared:

@@ -2,25 +2,20 @@
 
 ``prepare_run`` is the one path from overrides to a ready run (compose once, validate, activate the
 selected plugins, build their plugin manager); ``ft run``, ``ft preprocess``, the testing helpers
-and every multirun job use it. Every job of a multirun is composed and validated before the first
-one starts, so a typo in the last combination fails in a second rather than after hours of
-training. Each job gets its own folder and the sweep ends with a summary table of overrides and final
-metrics (``summary.md``, ``summary.json`` and ``summary.png`` in the sweep folder).
+and every job of a sweep use it. ``ft run -m`` is the ``run_sweep`` hook's (a builtin plugin's).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-import traceback
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ft.config import Composed, compose, expand_sweeps, normalise_overrides
 from ft.context import RunContext
-from ft.errors import FtUserError
+from ft.errors import PluginError
+from ft.hookspecs import CAPABILITIES, REQUIRED_HOOKS
 from ft.launch import check_launch_config, run_job
 from ft.plugins import (
     LoadedPlugin,
@@ -100,6 +95,10 @@ class Session:
         # Every installed plugin's own hooks exist in the run, selected or not (a rewards-only plugin is active
         # through its option while the plugin defining reward_functions may not be).
         pm = make_plugin_manager(active, [p.info.hookspecs for p in self.plugins if p.info.hookspecs is not None])
+        for hook in REQUIRED_HOOKS:  # a builtin left out with -p no:NAME: one line now, not a traceback mid-run
+            if not getattr(pm.hook, hook).get_hookimpls():
+                raise PluginError(f"no active plugin implements '{hook}' (capability '{CAPABILITIES[hook]}'), which every "
+                                  f"run needs; was a builtin plugin left out with -p no:NAME? (`ft plugins --all` lists them)")
         pm.hook.validate_config(cfg=composed.cfg, choices=composed.choices)
         check_launch_config(composed.cfg)
         for index, spy in enumerate(spies):
@@ -150,17 +149,6 @@ def prepare_run(overrides: list[str] | None = None, p_flags: list[str] | None = 
     return session.prepare(session.normalise(list(overrides or [])), spies)
 
 
-@dataclass
-class JobResult:
-    """What one job of ``ft run`` produced."""
-
-    run_dir: Path | None
-    overrides: list[str]
-    status: str = "ok"
-    error: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
 def validate_all(session: Session, overrides: list[str], multirun: bool) -> tuple[list[str], list[PreparedRun]]:
     """Normalise overrides and prepare (compose, validate) every job; raises on the first bad one."""
     normalised = session.normalise(overrides)
@@ -169,50 +157,19 @@ def validate_all(session: Session, overrides: list[str], multirun: bool) -> tupl
 
 
 def run_command(overrides: list[str], multirun: bool, p_flags: list[str]) -> int:
-    """Entry of ``ft run``: validate every job, run them one after another, report. Returns the exit code."""
-    from ft import lifecycle, sweeps
-
+    """Entry of ``ft run``: validate the job and run it; with ``-m`` the plugin that runs a sweep takes over."""
     session = Session(p_flags)
-    with_hydra = multirun and sweeps.uses_hydra_plugins(overrides)
-    if with_hydra:  # Hydra's sweeper chooses the jobs: validate the ones ft can foresee
-        normalised = session.normalise(overrides)
-        jobs = [session.prepare(combo) for combo in sweeps.foreseeable_jobs(normalised)]
-        sweeps.check_objective(jobs, overrides)
-    else:
-        _, jobs = validate_all(session, overrides, multirun)
-    # Hydra's own folder overrides keep working: hydra.run.dir names the run folder, hydra.sweep.dir the sweep's.
-    folders = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if o.startswith(("hydra.run.dir=", "hydra.sweep.dir="))}
-    if not multirun:
-        run_dir = Path(folders["hydra.run.dir"]) if "hydra.run.dir" in folders else None
-        run_job(jobs[0], run_dir, p_flags, overrides)
-        return 0
-    sweep_dir = Path(folders.get("hydra.sweep.dir") or Path(jobs[0].cfg.run.root) / f"sweep-{datetime.now():%Y-%m-%d_%H-%M-%S}")
-    lifecycle.claim_run_dir(sweep_dir)
-    objective = (jobs[0].cfg.sweep.objective, jobs[0].cfg.sweep.direction)
-    if with_hydra:
-        stopped = sweeps.run_with_hydra(session, normalised, p_flags, sweep_dir, jobs)
-        results = sweeps.results_from_folders(sweep_dir)
-        if stopped:
-            print(f"ft: error: the sweep stopped: {stopped}", file=sys.stderr)
-        session.pm_all.hook.post_sweep(sweep_dir=sweep_dir, results=results, objective=objective[0], direction=objective[1])
-        return 1 if stopped or any(r.status != "ok" for r in results) else 0
-    results = []
-    for index, job in enumerate(jobs):
-        job_dir = sweep_dir / str(index)
-        result = JobResult(run_dir=job_dir, overrides=job.composed.overrides)
-        results.append(result)
-        try:
-            result.metrics = run_job(job, job_dir, p_flags)
-        except FtUserError as exc:
-            result.status, result.error = "user-error", str(exc)
-            print(f"ft: error: job {index}: {exc}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - a crashed job is reported, the sweep goes on
-            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-            if job_dir.is_dir():
-                (job_dir / "error.txt").write_text(traceback.format_exc())
-    session.pm_all.hook.post_sweep(sweep_dir=sweep_dir, results=results, objective=objective[0], direction=objective[1])
-    return 1 if any(r.status != "ok" for r in results) else 0
+    if multirun:
+        code = session.pm_all.hook.run_sweep(session=session, overrides=overrides, p_flags=p_flags)
+        if code is None:
+            raise PluginError("ft run -m: no installed plugin runs a sweep (the run_sweep hook); `ft plugins --all` "
+                              "lists the installed ones, disabled included")
+        return int(code)
+    _, jobs = validate_all(session, overrides, multirun=False)
+    # Hydra's own folder override keeps working: hydra.run.dir names the run folder.
+    run_dir = next((Path(o.split("=", 1)[1]) for o in reversed(overrides) if o.startswith("hydra.run.dir=")), None)
+    run_job(jobs[0], run_dir, p_flags, overrides)
+    return 0
 
 
 def run_lifecycle(overrides: list[str], run_dir: Path, *spies: object, p_flags: list[str] | None = None) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def callbacks(ctx: RunContext) -> list[Any]:
 
 @hookimpl
 def create_trainer(ctx: RunContext) -> Any:
-    from ft.api import ft_trainer_class
+    from ft_trainer.api import ft_trainer_class
+
     from ft_diffusion.trainer import trainer_class
 
     return ft_trainer_class(trainer_class())(

@@ -1,6 +1,6 @@
 """The diffusion trainer: ``transformers.Trainer`` whose loss is the masked diffusion loss.
 
-Wrapped by ``ft.api.ft_trainer_class``, so its loss is the method's own in ft's loss chain (wrappers may
+Wrapped by ``ft_trainer.api.ft_trainer_class``, so its loss is the method's own in ft's loss chain (wrappers may
 add terms; token-loss kernels are refused: this is not a next-token loss). It logs, next to the loss,
 ``masked_accuracy`` (predicted == original on masked tokens) and ``mask_ratio`` (masked / noisable
 tokens), summed since the last log (``eval_`` versions on evaluation).

@@ -1,7 +1,7 @@
 """TRL's GRPOTrainer built from ft's config, with ft's loss chain and a completions log.
 
-The trainer is ``ft.api.ft_trainer_class(GRPOTrainer)`` (ft's ``loss``, ``optimizer``, ``lr_scheduler``
-hooks work on it); its arguments class is TRL's ``GRPOConfig``, built by the kernel from the ``trainer``
+The trainer is ``ft_trainer.api.ft_trainer_class(GRPOTrainer)`` (ft's ``loss`` chain and ``process_batch``
+work on it); its arguments class is TRL's ``GRPOConfig``, built by the kernel from the ``trainer``
 and ``optim`` groups plus this module's fields. TRL defaults that do not fit a CPU (bf16, gradient
 checkpointing) are replaced by ft's ``trainer.precision`` and ``trainer.gradient_checkpointing``.
 """
@@ -88,9 +88,8 @@ def reward_funcs(ctx: RunContext) -> list[Any]:
 
 def trainer_class() -> type:
     """``ft_trainer_class(GRPOTrainer)`` that also writes a sample of completions every N steps."""
+    from ft_trainer.api import ft_trainer_class
     from trl import GRPOTrainer
-
-    from ft.api import ft_trainer_class
 
     base = ft_trainer_class(GRPOTrainer)
 

@@ -138,13 +138,6 @@ def post_save(ctx: RunContext, output_dir: str) -> None:
     write_model_card(Path(output_dir), ctx.run_dir)
 
 
-@hookimpl
-def post_sweep(sweep_dir: Path, results: list[Any], objective: str | None, direction: str) -> None:
-    from ft_outputs.sweep import print_sweep_summary
-
-    print_sweep_summary(results, sweep_dir, objective, direction)
-
-
 def plot_losses(records: list[dict[str, Any]], out: Path, title: str = "") -> bool:
     """Draw training (and eval) loss against step into ``out``; False when there is nothing to plot."""
     train = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]

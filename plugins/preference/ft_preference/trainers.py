@@ -1,7 +1,7 @@
 """Build TRL's preference trainers from ft's config: one table of methods, one builder.
 
-Every trainer is ``ft.api.ft_trainer_class(TRLTrainer)``, so ft's ``loss``, ``optimizer`` and
-``lr_scheduler`` hooks keep working on top of TRL. The TRL config class (``DPOConfig``...) is this
+Every trainer is ``ft_trainer.api.ft_trainer_class(TRLTrainer)``, so ft's ``loss`` chain and
+``process_batch`` keep working on top of TRL. The TRL config class (``DPOConfig``...) is this
 plugin's ``training_args_class``, and the method's own knobs are its ``training_args`` fragment, so
 the kernel builds the arguments (``ctx.args``) from the ``trainer`` and ``optim`` groups plus these
 before the model loads. TRL defaults that do not fit the machine (bf16 autocast and gradient
@@ -106,7 +106,7 @@ def is_peft_model(model: Any) -> bool:
 
 def build_trainer(ctx: RunContext) -> Any:
     """The ft-aware TRL trainer of the selected method, with its reference set up."""
-    from ft.api import ft_trainer_class
+    from ft_trainer.api import ft_trainer_class
 
     spec = spec_for(ctx)
     method_cfg = ctx.cfg.method

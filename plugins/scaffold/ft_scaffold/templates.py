@@ -302,7 +302,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import PluginInfo, bounded, ft_trainer_class, hookimpl
+from ft.api import PluginInfo, bounded, hookimpl
+from ft_trainer.api import ft_trainer_class
 
 FT_PLUGIN = PluginInfo(
     name="$name", contract="3.0",

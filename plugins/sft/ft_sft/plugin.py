@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ft.api import PluginInfo, RunContext, ft_trainer_class, hookimpl
+from ft_trainer.api import ft_trainer_class
+
+from ft.api import PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
     name="sft", contract="3.0",

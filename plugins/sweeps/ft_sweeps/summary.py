@@ -9,7 +9,7 @@ from typing import Any
 
 from ft.api import plot_curves, read_metrics
 
-#: A finished job as the kernel reports it (``ft.api.JobResult``): run_dir, overrides, status, error, metrics.
+#: A finished job (``ft_sweeps.plugin.JobResult``): run_dir, overrides, status, error, metrics.
 JobResult = Any
 
 

@@ -1,6 +1,9 @@
-"""The kernel's fallbacks: what a run does when no plugin builds it (registered like any plugin, ``trylast``).
+"""ft-trainer: the training steps of a run when no plugin takes them over (each ``trylast``).
 
-They claim no capability: a plugin implementing the same hook plainly takes over.
+``training_args_class`` (``transformers.TrainingArguments``), ``loss`` (the method's own, innermost in the
+chain), ``run_training`` (``trainer.train``, resuming from ``run.resume_from``) and ``save_model``
+(written into a temporary folder and renamed into place, so a crash never leaves a half-written model).
+A builtin plugin: it claims no capability, so a plugin implementing one of these hooks plainly takes over.
 """
 
 from __future__ import annotations
@@ -9,12 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ft import hookimpl
-from ft.context import LossCall, LossResult, RunContext
-from ft.plugins import PluginInfo
+from ft.api import CONTRACT_VERSION, LossCall, LossResult, PluginInfo, RunContext, hookimpl, resolve_resume_from
 
-FT_PLUGIN = PluginInfo(name="ft", description="The kernel's fallbacks: arguments class, loss, training loop, save",
-                       always_active=True)
+FT_PLUGIN = PluginInfo(name="trainer", description="transformers' Trainer under ft's hooks: arguments, loss, loop, save",
+                       always_active=True, contract=CONTRACT_VERSION)
 
 
 @hookimpl(trylast=True)
@@ -32,8 +33,6 @@ def loss(ctx: RunContext, call: LossCall) -> LossResult:
 
 @hookimpl(trylast=True)
 def run_training(ctx: RunContext) -> Any:
-    from ft.checkpoints import resolve_resume_from
-
     resume = ctx.cfg.run.resume_from
     checkpoint = str(resolve_resume_from(resume, ctx.cfg.run.root)) if resume else None
     return ctx.trainer.train(resume_from_checkpoint=checkpoint)

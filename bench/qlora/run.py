@@ -1,22 +1,27 @@
 """QLoRA vs LoRA on CPU: seconds per training step and weight memory, measured in the same process.
 
-    python plugins/qlora/bench/bench_cpu.py [--model builtin:smollm2-135m-instruct] [--steps 5]
+    .venv/bin/python bench/qlora/run.py [--model builtin:smollm2-135m-instruct] [--steps 5]
 
 Both sides use the same LoRA (r=16, all linear layers), batch (2 x 256 tokens), optimizer and thread
 count; QLoRA's base is 4-bit nf4 with double quantisation, computing in float32, exactly what
-``adapter=qlora`` loads. Prints a table and the QLoRA / LoRA ratios; no timing is asserted anywhere.
+``adapter=qlora`` loads. Prints the QLoRA / LoRA ratios and appends a record to
+``bench/results/qlora.jsonl``; no timing is asserted anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import statistics
+import sys
 import time
-from datetime import date
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench._harness import add_common_args, load_average, record, versions  # noqa: E402
 
 
 def load(model_path: str, quantized: bool):
@@ -50,35 +55,44 @@ def step_times(model, batch, steps: int) -> list[float]:
     return times[1:]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, repeat=1, warmup=0)
     parser.add_argument("--model", default="builtin:smollm2-135m-instruct")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per side, after one warm-up step")
     parser.add_argument("--seq", type=int, default=256)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    from ft_model.api import resolve_model_path
     from transformers import AutoConfig
 
+    from ft_model.api import resolve_model_path
+
+    load_before = load_average()
     path = resolve_model_path(args.model)
     vocab = AutoConfig.from_pretrained(path).vocab_size
     torch.manual_seed(0)
     batch = {"input_ids": torch.randint(0, vocab, (2, args.seq)), "attention_mask": torch.ones(2, args.seq, dtype=torch.long)}
-    rows = {}
+    summaries: dict[str, dict[str, dict[str, float]]] = {}
     for name, quantized in (("lora", False), ("qlora", True)):
         model, weights_mb = load(path, quantized)
         times = step_times(model, batch, args.steps)
-        rows[name] = (statistics.median(times), weights_mb)
+        spread = (max(times) - min(times)) / statistics.median(times)
+        summaries[name] = {"step_s": {"median": statistics.median(times), "spread": spread},
+                           "weights_mb": {"median": weights_mb, "spread": 0.0}}
         del model
-    print(f"{date.today()} | {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__} | {args.model}, batch 2 x {args.seq}, LoRA r=16 all-linear, {args.steps} steps")
-    print("| adapter | s / step (median) | base weights in memory (MiB) |")
-    print("|---|---|---|")
-    for name, (seconds, mb) in rows.items():
-        print(f"| {name} | {seconds:.3f} | {mb:.1f} |")
-    (lora_s, lora_mb), (qlora_s, qlora_mb) = rows["lora"], rows["qlora"]
-    print(f"qlora / lora: step time x{qlora_s / lora_s:.2f}, weight memory x{qlora_mb / lora_mb:.2f}")
+    lora, qlora = summaries["lora"], summaries["qlora"]
+    step_ratio = qlora["step_s"]["median"] / lora["step_s"]["median"]
+    memory_ratio = qlora["weights_mb"]["median"] / lora["weights_mb"]["median"]
+    print(f"{args.model}, batch 2 x {args.seq}, LoRA r=16 all-linear, {args.steps} steps, {torch.get_num_threads()} threads")
+    headline = [("model", f"{args.model}, batch 2 x {args.seq}, {torch.get_num_threads()} threads"),
+                ("s/step, LoRA / QLoRA", f"{lora['step_s']['median']:.3f} / {qlora['step_s']['median']:.3f}"),
+                ("QLoRA / LoRA, step time", f"{step_ratio:.2f}x"),
+                ("base weights in memory, LoRA -> QLoRA", f"{lora['weights_mb']['median']:.1f} -> "
+                                                          f"{qlora['weights_mb']['median']:.1f} MiB ({memory_ratio:.2f}x)")]
+    record("qlora", args, {"model": args.model, "steps": args.steps, "seq": args.seq, "batch": 2, "lora_r": 16},
+           summaries, "lora", headline, load_before, {"ft": versions(packages=("ft", "torch", "transformers", "peft", "bitsandbytes"))})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

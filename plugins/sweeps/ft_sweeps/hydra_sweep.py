@@ -1,6 +1,6 @@
 """Sweeps driven by Hydra's own sweeper and launcher plugins (``ft run -m hydra/sweeper=optuna ...``).
 
-ft runs a plain grid (``a=1,2 b=x,y``) itself, in-process, after validating every job. When the command
+ft-sweeps runs a plain grid (``a=1,2 b=x,y``) itself, in-process, after validating every job. When the command
 selects a Hydra sweeper or launcher plugin (``hydra/sweeper=optuna``, ``hydra/launcher=submitit_slurm``
 or ``submitit_local``), Hydra is the engine: ft hands it the overrides and a task function, Hydra's
 sweeper chooses the jobs (Optuna's sampler proposes each trial from the previous results) and its
@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ft.errors import ConfigError, FtUserError
+from ft.api import PRIMARY_CONFIG, ConfigError, FtUserError, Session, kernel_conf_dir, run_job, searchpath_override
 
 SWEEPER_OVERRIDE = ("hydra/sweeper=", "+hydra/sweeper=", "hydra/launcher=", "+hydra/launcher=")
 
@@ -70,9 +70,6 @@ def run_sweep_job(p_flags: list[str], cfg: Any) -> float | None:
     (submitit) can pickle it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from ft.launch import run_job
-    from ft.runner import Session
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -97,8 +94,6 @@ def run_sweep_job(p_flags: list[str], cfg: Any) -> float | None:
 
 def hydra_overrides(overrides: list[str], plugins: list[Any], sweep_dir: Path, jobs: list[Any]) -> list[str]:
     """The overrides Hydra composes with: the user's, the plugins' config folders, ft's folder layout."""
-    from ft.config import searchpath_override
-
     kept = [o for o in overrides if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir="))]
     extra = [searchpath_override(plugins), f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
              "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none",
@@ -119,9 +114,6 @@ def run_with_hydra(session: Any, overrides: list[str], p_flags: list[str], sweep
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
-
-    from ft.config import PRIMARY_CONFIG
-    from ft.plugins import kernel_conf_dir
 
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("[hydra] %(message)s"))
@@ -144,10 +136,8 @@ def run_with_hydra(session: Any, overrides: list[str], p_flags: list[str], sweep
     return ""
 
 
-def results_from_folders(sweep_dir: Path) -> list[Any]:
-    """One :class:`ft.runner.JobResult` per numbered job folder, from what each run wrote."""
-    from ft.runner import JobResult
-
+def results_from_folders(sweep_dir: Path, JobResult: Any) -> list[Any]:  # noqa: N803 - the class to build
+    """One :class:`ft_sweeps.plugin.JobResult` per numbered job folder, from what each run wrote."""
     results = []
     for folder in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
         record = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}

@@ -1,0 +1,1 @@
+"""ft-sweeps: ``ft run -m``, the sweep runner and its summary."""

@@ -325,7 +325,8 @@ def versions(python: str | None = None, packages: tuple[str, ...] = ("ft", "torc
 
 
 def commit() -> str:
-    """The checked-out commit (``+dirty`` when tracked files differ from it): what the figures were measured on."""
+    """The checked-out commit, ``+dirty`` when a tracked file other than documentation (``*.md``) differs from
+    it: the code the figures were measured on."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=30).stdout.strip()
@@ -333,7 +334,8 @@ def commit() -> str:
                                text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return (head or "unknown") + ("+dirty" if dirty else "")
+    changed = [line[3:] for line in dirty.splitlines() if not line[3:].endswith(".md")]
+    return (head or "unknown") + ("+dirty" if changed else "")
 
 
 def record(benchmark: str, args: argparse.Namespace, config: dict[str, Any], summaries: dict[str, Any],

@@ -31,18 +31,23 @@ def tokenize(rows: list[dict], tokenizer, sequence_len: int) -> list[dict]:
     return examples
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def baseline_args(description: str, lr: float) -> argparse.Namespace:
+    """The command line every baseline script takes: the same workload the benchmark gives ft."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", required=True)
     parser.add_argument("--rows", required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--sequence-len", type=int, default=1024)
     parser.add_argument("--logging-steps", type=int, default=5)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = baseline_args(__doc__.splitlines()[0], lr=2e-5)
 
     import torch
     from datasets import Dataset

@@ -11,24 +11,15 @@ batch, seed and logging interval as ft's run; the benchmark's :class:`StepTimer`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--rows", required=True)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--sequence-len", type=int, default=1024)
-    parser.add_argument("--logging-steps", type=int, default=5)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    from bench._harness.hf_sft import baseline_args
+
+    args = baseline_args(__doc__.splitlines()[0], lr=2e-4)
 
     import torch
     from datasets import Dataset

@@ -81,11 +81,12 @@ def render(doc: str, results_dir: Path, skipped: list[str] | None = None) -> str
     return doc
 
 
-#: What a measured figure looks like in prose: a duration, a ratio, a memory size, a throughput, a share, or a
-#: before -> after pair of numbers. Config values written as keys (``save_every_minutes: 10``) are not prose.
+#: What a measured figure looks like in prose: a duration, a ratio (``1.6x``, ``0.31 of the ...``), a memory size,
+#: a throughput, a share, or a before -> after pair of numbers. Config values written as keys (``save_every_minutes: 10``) are not prose.
 MEASUREMENT = re.compile(
     r"(?<![\w.=/-])\d[\d,]*(?:\.\d+)?\s?(?:ms|s|min|minutes|seconds|hours|x|GiB|MiB|GB|MB|tokens/s|rows/s|s/step|%)(?![\w/])"
-    r"|\d(?:\.\d+)?\s?(?:->|→)\s?-?\d")
+    r"|\d(?:\.\d+)?\s?(?:->|→)\s?-?\d"
+    r"|(?<![\w.])\d\.\d+ of (?:the|its|a|naive|Axolotl|DDP|LoRA)\b")
 #: How a paragraph names the record behind its figures.
 RECORD_REFERENCE = re.compile(r"bench/results/[\w.-]+\.jsonl|<!-- bench-history:|<!-- /bench-history:")
 #: A paragraph whose numbers are settings or requirements, not measurements, says so with this comment.

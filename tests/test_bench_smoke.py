@@ -175,13 +175,15 @@ def test_render_check_finds_a_figure_without_its_record(tmp_path):
 
     doc = tmp_path / "README.md"
     doc.write_text("Fast: 1.8x the baseline.\n\nFast: 1.8x (bench/results/overhead.jsonl).\n\n"
-                   "    ft run trainer.max_steps=10   # 10 s\n\nSettings: every 10 minutes. <!-- figures: not measured -->\n")
+                   "    ft run trainer.max_steps=10   # 10 s\n\nSettings: every 10 minutes. <!-- figures: not measured -->\n\n"
+                   "Lean: 0.53 of Axolotl's peak memory.\n")
     import bench.render as render_module
 
     original = render_module.REPO
     render_module.REPO = tmp_path
     try:
-        assert unrecorded_figures(doc) == ["README.md:1: '1.8x' names no record"]
+        assert unrecorded_figures(doc) == ["README.md:1: '1.8x' names no record",
+                                           "README.md:9: '0.53 of Axolotl' names no record"]
     finally:
         render_module.REPO = original
 

@@ -46,6 +46,19 @@ def baseline_args(description: str, lr: float) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def training_kwargs(args: argparse.Namespace, output_dir: str) -> dict:
+    """The ``TrainingArguments`` every baseline shares with ft's run: optimizer, schedule, batch, seed, logging."""
+    import torch
+
+    return dict(output_dir=output_dir, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
+                max_steps=args.steps, learning_rate=args.lr, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
+                adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=0,
+                optim="adamw_torch", logging_steps=args.logging_steps, logging_first_step=True,
+                save_strategy="no", report_to="none", seed=args.seed, data_seed=args.seed,
+                bf16=args.precision == "bf16", dataloader_num_workers=0,
+                dataloader_pin_memory=torch.cuda.is_available())
+
+
 def main() -> int:
     args = baseline_args(__doc__.splitlines()[0], lr=2e-5)
 
@@ -64,15 +77,7 @@ def main() -> int:
     train = Dataset.from_list(tokenize(rows, tokenizer, args.sequence_len))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
     with tempfile.TemporaryDirectory(prefix="hf-sft-") as out:
-        training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-            max_steps=args.steps, learning_rate=args.lr, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=0,
-            optim="adamw_torch", logging_steps=args.logging_steps, logging_first_step=True,
-            save_strategy="no", report_to="none", seed=args.seed, data_seed=args.seed,
-            bf16=args.precision == "bf16", dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(), remove_unused_columns=False,
-        )
+        training_args = TrainingArguments(**training_kwargs(args, out), remove_unused_columns=False)
         trainer = Trainer(model=model, args=training_args, train_dataset=train,
                           data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
                           processing_class=tokenizer, callbacks=[StepTimer()])

@@ -27,7 +27,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from bench._harness.hf_sft import tokenize
+    from bench._harness.hf_sft import tokenize, training_kwargs
     from bench._harness.timing import StepTimer
 
     set_seed(args.seed)
@@ -40,16 +40,8 @@ def main() -> int:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     with tempfile.TemporaryDirectory(prefix="trl-lora-sft-") as out:
-        config = SFTConfig(
-            output_dir=out, per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-            max_steps=args.steps, learning_rate=args.lr, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
-            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=0,
-            optim="adamw_torch", logging_steps=args.logging_steps, logging_first_step=True,
-            save_strategy="no", report_to="none", seed=args.seed, data_seed=args.seed,
-            bf16=args.precision == "bf16", dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(), completion_only_loss=True,
-            max_length=args.sequence_len, packing=False, gradient_checkpointing=False,
-        )
+        config = SFTConfig(**training_kwargs(args, out), completion_only_loss=True, max_length=args.sequence_len,
+                           packing=False, gradient_checkpointing=False)
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(examples),
                              processing_class=tokenizer, peft_config=lora, callbacks=[StepTimer()])
         trainer.train()

@@ -196,7 +196,7 @@ def _canonical(name: str) -> str:
 
 
 def requirement_name(requirement: str) -> str:
-    """The distribution a requirement string names (``"peft>=0.17; extra == 'x'"`` -> ``"peft"``)."""
+    """The distribution a requirement string names (``"numpy>=2; extra == 'x'"`` -> ``"numpy"``)."""
     return re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
 
 

@@ -41,8 +41,9 @@ def files_for(name: str, group: str) -> dict[str, str]:
     values.update(options_doc=fill(options_doc), example_overrides=fill(example))
     package = f"ft_{name}"
     pyproject = fill(PYPROJECT)
-    if group == "kernels":  # a loss kernel builds on ft-kernels' fused_token_loss
-        pyproject = pyproject.replace('dependencies = ["ft"]', 'dependencies = ["ft", "ft-kernels"]')
+    builds_on = {"kernels": "ft-kernels", "method": "ft-trainer"}  # fused_token_loss; the hook-aware trainer class
+    if group in builds_on:
+        pyproject = pyproject.replace('dependencies = ["ft"]', f'dependencies = ["ft", "{builds_on[group]}"]')
     return {
         "pyproject.toml": pyproject,
         "README.md": fill(README),

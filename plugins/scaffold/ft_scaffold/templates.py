@@ -303,7 +303,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ft.api import PluginInfo, bounded, hookimpl
-from ft_trainer.api import ft_trainer_class
 
 FT_PLUGIN = PluginInfo(
     name="$name", contract="3.0",
@@ -333,6 +332,7 @@ def training_args(ctx: Any) -> dict[str, Any]:
 
 @hookimpl
 def create_trainer(ctx: Any) -> Any:
+    from ft_trainer.api import ft_trainer_class
     from transformers import Trainer
 
     return ft_trainer_class(Trainer)(

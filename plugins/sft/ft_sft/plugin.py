@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ft_trainer.api import ft_trainer_class
-
 from ft.api import PluginInfo, RunContext, hookimpl
 
 FT_PLUGIN = PluginInfo(
@@ -30,6 +28,7 @@ def config_schemas() -> dict[str, type]:
 
 @hookimpl(trylast=True)
 def create_trainer(ctx: RunContext) -> Any:
+    from ft_trainer.api import ft_trainer_class
     from transformers import Trainer
 
     return ft_trainer_class(Trainer)(

@@ -457,6 +457,14 @@ def cli_commands():
                     add_arguments=lambda parser: parser.add_argument("who"))]
 
 
+@hookimpl
+def command_arguments(command, args, p_flags):
+    if "--every" not in args:
+        return None
+    at = args.index("--every")
+    return ["+logger=demo", f"logger.every={args[at + 1]}", *args[:at], *args[at + 2:]]
+
+
 def format_qa(row, tokenizer, options):
     prompt = tokenizer("Q: " + row["q"] + "\\nA: ")["input_ids"]
     answer = tokenizer(row["a"])["input_ids"]
@@ -617,6 +625,15 @@ def test_hook_cli_commands(demo_site):
     result = run_ft(["hello", "world"], site=demo_site)
     assert result.returncode == 0 and result.stdout.strip() == "hello world"
     assert "hello" in run_ft(["--help"], site=demo_site).stdout
+
+
+def test_hook_command_arguments(demo_site):
+    shown = run_ft(["config", "show", "--every", "3"], site=demo_site)
+    assert shown.returncode == 0 and "every: 3" in shown.stdout, shown.stderr
+    later = run_ft(["config", "show", "--every", "3", "logger.every=5"], site=demo_site)  # typed after it: wins
+    assert later.returncode == 0 and "every: 5" in later.stdout, later.stderr
+    unknown = run_ft(["validate", "--evry", "3"], site=demo_site)  # no plugin takes it: ft's own line
+    assert unknown.returncode == 2 and "unknown option '--evry'" in unknown.stderr
 
 
 def test_hook_dataset_formats(demo_site, tiny_model_dir, tmp_path):

@@ -126,7 +126,7 @@ def test_the_compatibility_matrix_in_the_docs_is_current():
     import re
     import tomllib
 
-    from ft.cli import compatibility_matrix, plugin_listing
+    from ft_scaffold.listing import compatibility_matrix, plugin_listing
 
     repo = Path(__file__).resolve().parents[1]
     projects = [tomllib.loads(p.read_text())["project"]

@@ -81,7 +81,7 @@ def test_ft_plugins_lists_it_with_its_hooks_and_option(site):
     result = run_ft(["plugins"], env=env(site))
     assert result.returncode == 0, result.stderr
     block = result.stdout.split("csv_logger 0.1.0 (ft-csv-logger)")[1].split("\n\n")[0]
-    assert "callbacks, config_schemas, validate_config" in block
+    assert "axolotl_keys, callbacks, config_schemas, validate_config" in block
     assert "logger=csv" in block
 
 
@@ -94,6 +94,17 @@ def test_its_option_composes_in_both_forms_and_its_schema_is_enforced(site):
     assert typo.returncode == 2 and "did you mean 'every_n_steps'" in typo.stderr
     rule = run_ft(["validate", "+logger=csv", "logger.every_n_steps=0"], env=env(site))
     assert rule.returncode == 2 and "expected an integer >= 1" in rule.stderr
+
+
+def test_it_maps_its_own_axolotl_keys(site, tiny_model_dir, tmp_path):
+    axolotl = tmp_path / "axolotl.yml"
+    axolotl.write_text(f"base_model: {tiny_model_dir}\ncsv_logger_steps: 3\ncsv_logger_color: blue\n")
+    shown = run_ft(["config", "show", "--axolotl", str(axolotl)], env=env(site))
+    assert shown.returncode == 0, shown.stderr
+    assert "every_n_steps: 3" in shown.stdout and "file: metrics.csv" in shown.stdout
+    explained = run_ft(["axolotl", "explain", str(axolotl)], env=env(site)).stdout
+    assert any(line.startswith("csv_logger_color") and "no effect" in line and "[csv_logger]" in line
+               for line in explained.splitlines()), explained
 
 
 def test_its_hook_fires_only_when_selected(site, tiny_model_dir, chat_file, tmp_path):

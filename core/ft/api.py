@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # what editors and type checkers see: the real objects, typed
     from ft.checkpoints import incomplete_checkpoints, last_complete_checkpoint, publish_checkpoint, resolve_resume_from
     from ft.cli import Command
     from ft.cli import main as cli_main
-    from ft.config import PRIMARY_CONFIG, available_options, redact, searchpath_override
+    from ft.config import PRIMARY_CONFIG, available_options, override_value, redact, searchpath_override
     from ft.context import IGNORE_INDEX, Batching, DatasetBundle, LossCall, LossResult, RunContext
     from ft.distributed import Ranks, any_rank, barrier, broadcast_from_main, gathered_weights, ranks_from_env
     from ft.errors import ConfigError, DataError, FtUserError, PluginError, did_you_mean
@@ -73,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     # runs, checkpoints and resuming
     "run_prepared": "ft.lifecycle:run",
     "redact": "ft.config:redact",
+    "override_value": "ft.config:override_value",
     "resolve_resume_from": "ft.checkpoints:resolve_resume_from",
     "last_complete_checkpoint": "ft.checkpoints:last_complete_checkpoint",
     "publish_checkpoint": "ft.checkpoints:publish_checkpoint",

@@ -8,11 +8,9 @@ This module imports nothing heavy: ``ft validate`` and ``ft config show`` never 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ft.errors import EXIT_USER_ERROR, FtUserError, PluginError
 
@@ -22,9 +20,6 @@ commands:
   run [-m] [overrides]      train (the embedded default when no overrides are given); -m: a sweep
   validate [overrides]      compose and check the config, load nothing
   config show [overrides]   print the composed config
-  plugins [--json] [--all]  list installed plugins: version, hooks, options, capabilities, traits
-                            (--all: disabled ones too); exit 2 if one is broken
-  plugins --matrix          which option works with which method (docs/compatibility.md)
 {extra}
 global options:
   -p NAME / -p no:NAME      load / block a plugin
@@ -88,6 +83,24 @@ def plugin_commands(p_flags: list[str], strict: bool = True) -> dict[str, Comman
     return commands
 
 
+def expand_arguments(p_flags: list[str], command: str, args: list[str]) -> list[str]:
+    """Options that plugins add to ``ft run``/``validate``/``config show`` (``--mytool FILE``), replaced by
+    the overrides they mean: the ``command_arguments`` hook, asked until no plugin changes anything."""
+    if not any(a.startswith("--") and a != "--multirun" for a in args):
+        return args
+    from ft.plugins import discover, make_plugin_manager
+
+    found = discover(p_flags)
+    found.raise_if_broken()
+    pm = make_plugin_manager(found.usable)
+    for _ in range(16):
+        answers = pm.hook.command_arguments(command=command, args=args, p_flags=p_flags)
+        if not answers:
+            return args
+        args = list(answers[0])
+    raise PluginError(f"the command_arguments hook keeps rewriting 'ft {command}' arguments: {' '.join(args)}")
+
+
 def cmd_validate(p_flags: list[str], overrides: list[str]) -> int:
     from ft.runner import Session, validate_all
 
@@ -124,94 +137,7 @@ def _reject_flags(overrides: list[str]) -> None:
             raise FtUserError(f"unknown option '{item}'; overrides look like key=value")
 
 
-def plugin_listing(p_flags: list[str], include_disabled: bool = False) -> list[dict[str, Any]]:
-    """What ``ft plugins`` shows, as data (the docs' compatibility matrix is generated from it).
-    Disabled plugins (``-p no:``, ``FT_PLUGINS``, autoload off) only with ``include_disabled``."""
-    from ft.plugins import discover, hook_names
-
-    found = discover(p_flags)
-    listing = []
-    for plugin in [*found.plugins, *(found.disabled if include_disabled else [])]:
-        info = plugin.info
-        listing.append({
-            "name": plugin.name,
-            "distribution": plugin.distribution,
-            "version": plugin.version,
-            "builtin": plugin.builtin,
-            "status": "broken" if plugin.error else "disabled" if plugin.disabled else "ok",
-            "error": plugin.error,
-            "description": info.description,
-            "hooks": hook_names(plugin.module),
-            "options": [f"{g}={o}" for g, names in sorted(plugin.options.items()) for o in names],
-            "capabilities": list(info.capabilities),
-            "traits": {k: list(v) for k, v in info.traits.items()},
-            "requires_traits": list(info.requires_traits),
-            "requires": list(info.requires),
-            "conflicts": list(info.conflicts),
-            "always_active": info.always_active,
-        })
-    return listing
-
-
-def compatibility_matrix(listing: list[dict[str, Any]]) -> str:
-    """A Markdown table from ``ft plugins --json`` data: each method (row) against each other option
-    (column), "yes" or why not, by the rules ``ft validate`` applies to plugins: a plugin's
-    ``requires_traits`` against the method's traits, declared ``conflicts`` and the exclusive capabilities."""
-    entries = [e for e in listing if e["status"] == "ok"]
-    owner = {option: e for e in entries for option in e["options"]}
-    methods = sorted(o for o in owner if o.startswith("method="))
-    features = sorted((o for o in owner if o.split("=")[0] not in ("method", "data", "experiment", "model")),
-                      key=lambda o: (o.split("=")[0], o))
-
-    def verdict(method: str, feature: str) -> str:
-        m, f = owner[method], owner[feature]
-        traits = set(m["traits"].get(method.replace("=", "/"), []))
-        missing = [t for t in f["requires_traits"] if t not in traits]
-        if missing:
-            return f"no: needs {' and '.join(missing)}"
-        if {m["name"], method.replace("=", "/")} & set(f["conflicts"]) or {f["name"], feature.replace("=", "/")} & set(m["conflicts"]):
-            return "no: declared conflict"
-        clash = sorted(set(m["capabilities"]) & set(f["capabilities"])) if m["name"] != f["name"] else []
-        return f"no: both build {clash[0]}" if clash else "yes"
-
-    header = ["method", *features]
-    rows = [[method.split("=")[1], *[verdict(method, feature) for feature in features]] for method in methods]
-    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
-
-
-def cmd_plugins(p_flags: list[str], args: list[str]) -> int:
-    """List installed plugins; exit 2 when one is broken (its problem is shown in its entry)."""
-    listing = plugin_listing(p_flags, include_disabled="--all" in args)
-    broken = [e for e in listing if e["status"] == "broken"]
-    if "--matrix" in args:
-        print(compatibility_matrix(listing))
-        return EXIT_USER_ERROR if broken else 0
-    if "--json" in args:
-        print(json.dumps(listing, indent=2))
-        return EXIT_USER_ERROR if broken else 0
-    for entry in listing:
-        origin = "builtin" if entry["builtin"] else entry["distribution"]
-        status = "" if entry["status"] == "ok" else f" [{entry['status'].upper()}]"
-        print(f"{entry['name']} {entry['version']} ({origin}){status}"
-              f"{' - ' + entry['description'] if entry['description'] else ''}")
-        if entry["error"]:
-            print(f"  error:        {entry['error']}")
-        print(f"  hooks:        {', '.join(entry['hooks']) or '-'}")
-        print(f"  options:      {', '.join(entry['options']) or '-'}")
-        if entry["always_active"]:
-            print("  active:       always")
-        for key in ("capabilities", "requires", "conflicts", "requires_traits"):
-            if entry[key] or key != "requires_traits":
-                print(f"  {key + ':':<13} {', '.join(entry[key]) or '-'}")
-        for ref, traits in entry["traits"].items():
-            print(f"  traits:       {ref}: {', '.join(traits)}")
-    if broken:
-        print(f"ft: error: {broken[0]['error']}", file=sys.stderr)
-    return EXIT_USER_ERROR if broken else 0
-
-
-BUILTIN_COMMANDS = {"run", "validate", "config", "plugins"}
+BUILTIN_COMMANDS = {"run", "validate", "config"}
 
 
 def _main(argv: list[str]) -> int:
@@ -232,19 +158,18 @@ def _main(argv: list[str]) -> int:
         if any(a in ("-h", "--help") for a in args):
             print("usage: ft run [-m|--multirun] [overrides...]")
             return 0
+        args = expand_arguments(p_flags, "run", args)
         multirun = any(a in ("-m", "--multirun") for a in args)
         overrides = [a for a in args if a not in ("-m", "--multirun")]
         _reject_flags(overrides)
         return run_command(overrides, multirun, p_flags)
     if command == "validate":
-        return cmd_validate(p_flags, args)
+        return cmd_validate(p_flags, expand_arguments(p_flags, "validate", args))
     if command == "config":
         if not args or args[0] != "show":
             raise FtUserError("usage: ft config show [overrides...]")
-        return cmd_config_show(p_flags, args[1:])
-    if command == "plugins":
-        return cmd_plugins(p_flags, args)
-    commands = plugin_commands(p_flags)
+        return cmd_config_show(p_flags, expand_arguments(p_flags, "config show", args[1:]))
+    commands = plugin_commands(p_flags, strict=False)  # `ft plugins` lists broken plugins; Session refuses them
     if command not in commands:
         from ft.errors import did_you_mean
 

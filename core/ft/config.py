@@ -21,7 +21,8 @@ PRIMARY_CONFIG = "ft"
 _GROUP_OVERRIDE = re.compile(r"^(?P<prefix>\+{0,2}|~)(?P<group>[A-Za-z_][\w]*)(?P<rest>(@[\w.]+)?=.*)?$")
 #: Keys whose values are replaced by ``***`` in records: credentials, but not a tokenizer's special tokens
 #: (``mask_token``, ``pad_token``...), whose names say "token" too.
-_SECRET_KEY = re.compile(r"^(?!.*\b(?:mask|pad|eos|bos|unk|sep|cls)_token(?:_id)?$).*(token|secret|password|api_key|apikey|access_key)",
+_SECRET_KEY = re.compile(r"^(?!.*\b(?:(?:mask|pad|eos|bos|unk|sep|cls)_token(?:_id)?|(?:special|added|eot)_tokens)$)"
+                         r".*(token|secret|password|api_key|apikey|access_key)",
                          re.IGNORECASE)
 
 
@@ -60,9 +61,15 @@ def search_path(plugins: list[LoadedPlugin]) -> list[Path]:
     return dirs
 
 
-def searchpath_override(plugins: list[LoadedPlugin]) -> str:
-    """The ``hydra.searchpath=[...]`` override that adds every plugin's config folder."""
-    return "hydra.searchpath=[" + ",".join(f"file://{d}" for d in search_path(plugins)) + "]"
+def user_searchpath(overrides: list[str]) -> list[str]:
+    """The entries of a ``hydra.searchpath=[file://DIR,...]`` override: the user's own config folders."""
+    return [p for o in overrides if o.startswith("hydra.searchpath=") for p in o[17:].strip("[]").split(",") if p]
+
+
+def searchpath_override(plugins: list[LoadedPlugin], user: list[str] | tuple[str, ...] = ()) -> str:
+    """The ``hydra.searchpath=[...]`` override that adds every plugin's config folder after the user's own
+    (``hydra.searchpath=[file://myconf]`` on the command line: presets of your own)."""
+    return "hydra.searchpath=[" + ",".join([*user, *(f"file://{d}" for d in search_path(plugins))]) + "]"
 
 
 @functools.cache
@@ -120,6 +127,9 @@ def normalise_overrides(overrides: list[str], plugins: list[LoadedPlugin],
     """
     defaults_groups = _primary_default_groups()
     options = available_options(plugins)
+    for folder in user_searchpath(overrides):
+        for group, names in scan_conf_dir(Path(folder.removeprefix("file://"))).items():
+            options.setdefault(group, {}).update(dict.fromkeys(names, "your config folder"))
     disabled_options: dict[str, dict[str, str]] = {}
     for plugin in disabled or []:
         for group, names in plugin.options.items():
@@ -258,7 +268,8 @@ def _hydra_compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: d
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(kernel_conf_dir()), version_base="1.3"):
-            return hydra_compose(PRIMARY_CONFIG, overrides=[*overrides, searchpath_override(plugins)],
+            user, overrides = user_searchpath(overrides), [o for o in overrides if not o.startswith("hydra.searchpath=")]
+            return hydra_compose(PRIMARY_CONFIG, overrides=[*overrides, searchpath_override(plugins, user)],
                                  return_hydra_config=True)
     except Exception as exc:  # noqa: BLE001 - composition errors are user errors
         raise ConfigError(_explain_hydra_error(exc, plugins, schemas, user_overrides)) from exc

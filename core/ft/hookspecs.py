@@ -10,8 +10,8 @@ capability (:data:`CAPABILITIES`) that the implementing plugin must declare and 
 cannot share (builtin ``trylast`` fallbacks claim nothing); collected hooks call every implementation
 (contributions, or in-place steps in pluggy order); ``@hookimpl(wrapper=True)`` wraps any hook. Only the
 *active* plugins take part in a run (``always_active``, a selected option, or required by an active one);
-config-time hooks (``config_schemas``, ``cli_commands``, ``dataset_formats``, ``run_sweep``) are asked of
-every installed plugin. Hooks that receive ``ctx`` get the :class:`ft.context.RunContext`.
+config-time hooks (``config_schemas``, ``cli_commands``, ``command_arguments``, ``dataset_formats``,
+``run_sweep``) are asked of every installed plugin. Hooks that receive ``ctx`` get the :class:`ft.context.RunContext`.
 """
 
 from __future__ import annotations
@@ -122,6 +122,19 @@ def cli_commands() -> list[Any]:
     Returns: a list of :class:`ft.api.Command` (name, help, ``run(args) -> int``,
     ``add_arguments(parser)``). Combine: collected; two commands with the same name is a plugin error.
     Keep imports inside ``run`` so that ``ft --help`` stays fast.
+    """
+
+
+@hookspec
+def command_arguments(command: str, args: list[str], p_flags: list[str]) -> list[str] | None:
+    """Turn options this plugin adds to ``ft run``, ``ft validate`` and ``ft config show`` into overrides
+    (a plugin that reads another tool's config file: ``--mytool FILE`` becomes its overrides).
+
+    When: before the arguments are read as overrides (every installed plugin is asked). Receives: the
+    command, its arguments and the global ``-p`` flags. Returns: ``args`` with this plugin's options replaced (by overrides placed
+    first, so that overrides typed after them win), or ``None`` when none of its options is present.
+    Combine: collected; ft asks again with the new arguments until every plugin returns ``None``.
+    A mistake is an :class:`ft.api.FtUserError` (one line, exit 2).
     """
 
 

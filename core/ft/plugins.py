@@ -367,6 +367,8 @@ def _check_plugins(plugins: list[LoadedPlugin]) -> None:
             continue
         where = f"plugin '{plugin.name}' ({plugin.distribution})"
         impls = hook_impls(plugin.module)
+        # optionalhook: a hook that a plugin which may not be installed defines (its hookspecs)
+        impls = {name: opts for name, opts in impls.items() if name in specs or not opts.get("optionalhook")}
         unknown = sorted(set(impls) - set(specs))
         if unknown:
             name = unknown[0]

@@ -110,8 +110,8 @@ class TrainerConfig:
     num_epochs: float = bounded(1.0, gt=0)
     max_steps: int = bounded(-1, ge=-1)
     logging_steps: int = bounded(5, ge=1)
-    eval_steps: int | None = bounded(None, ge=1)
-    save_steps: int | None = bounded(None, ge=1)
+    eval_steps: int | float | None = bounded(None, gt=0)  # a float below 1: that fraction of the training steps
+    save_steps: int | float | None = bounded(None, gt=0)
     save_total_limit: int | None = bounded(2, ge=1)
     save_every_minutes: float | None = bounded(10.0, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

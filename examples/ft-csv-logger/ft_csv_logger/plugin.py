@@ -59,3 +59,15 @@ def callbacks(ctx: Any) -> list[Any]:
                 writer.writerows(self.rows)
 
     return [CsvCallback()]
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """This plugin's keys in an Axolotl config (``ft run --axolotl FILE``, when ft-axolotl is installed;
+    ``optionalhook``: without ft-axolotl the hook is simply not called)."""
+
+    def csv_logger_steps(value: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """Selects logger=csv, writing every N steps."""
+        return {"logger": "csv", "logger.every_n_steps": int(value)}
+
+    return {"csv_logger_steps": csv_logger_steps, "csv_logger_color": "no effect: a CSV file has no colours"}

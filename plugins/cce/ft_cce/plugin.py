@@ -102,3 +102,11 @@ def loss(ctx: RunContext, call: Any) -> Any:
                                     reduction="sum", impl=state.impl, **extra)
 
     return fused_token_loss(call, fused, WHO)
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_cce/axolotl.py``."""
+    from ft_cce.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -81,6 +81,8 @@ class FormatOptions:
     roles: dict[str, list[str]] | None = None
     roles_to_train: list[str] = dc_field(default_factory=lambda: ["assistant"])
     train_on_eos: str = "turn"
+    eot_tokens: list[str] | None = None
+    train_on_eot: str | None = None
     message_field_training: str | None = "train"
     field_system: str = "system"
     chat_template: str | None = None
@@ -577,6 +579,18 @@ class ChatTemplateFormat:
         if self.mode not in ("all", "turn", "last", "none"):
             raise ConfigError(f"train_on_eos={self.mode!r}: expected one of all, turn, last, none")
         self.eos_id = tokenizer.eos_token_id
+        # End-of-turn tokens (eot_tokens: a template's own turn terminator, e.g. <end_of_turn>), trained per
+        # train_on_eot (default: train_on_eos); EOS is trained per train_on_eos as well, as in Axolotl.
+        self.eot_mode = options.train_on_eot or self.mode
+        if self.eot_mode not in ("all", "turn", "last", "none"):
+            raise ConfigError(f"train_on_eot={self.eot_mode!r}: expected one of all, turn, last, none")
+        self.eot_ids = {self.eos_id}
+        if options.eot_tokens:
+            vocab = tokenizer.get_vocab()
+            missing = [t for t in options.eot_tokens if t not in vocab]
+            if missing:
+                raise ConfigError(f"eot_tokens: {', '.join(map(repr, missing))} not in the tokenizer's vocabulary")
+            self.eot_ids = {vocab[t] for t in options.eot_tokens}
 
     def plan(self, index: int, row: dict[str, Any]) -> _ChatPlan:
         """Check one row and turn its messages into template turns with their training flags."""
@@ -685,7 +699,8 @@ class ChatTemplateFormat:
         starts = [s for s, _ in offsets]
         ends = [e for _, e in offsets]
         labels = [IGNORE_INDEX] * len(input_ids)
-        last_eos = -1
+        ends_of_turn = ((self.eot_ids, self.eot_mode), ({self.eos_id}, self.mode))
+        last = [-1, -1]
         for i in sorted(plan.spans):
             span = plan.spans[i]
             first, stop = -1, -1
@@ -695,13 +710,15 @@ class ChatTemplateFormat:
                     first, stop = -1, -1
             if plan.trained[i] and first != -1:
                 labels[first:stop] = input_ids[first:stop]
-            eos_at = next((j for j in range(stop, len(input_ids)) if input_ids[j] == self.eos_id), -1)
-            if eos_at != -1 and abs(eos_at - stop) <= 3:
-                last_eos = eos_at
-                if self.mode == "all" or (self.mode == "turn" and plan.trained[i]):
-                    labels[eos_at] = input_ids[eos_at]
-        if self.mode == "last" and last_eos != -1:
-            labels[last_eos] = input_ids[last_eos]
+            for kind, (ids, mode) in enumerate(ends_of_turn):
+                at = next((j for j in range(stop, len(input_ids)) if input_ids[j] in ids), -1)
+                if at != -1 and abs(at - stop) <= 3:
+                    last[kind] = at
+                    if mode == "all" or (mode == "turn" and plan.trained[i]):
+                        labels[at] = input_ids[at]
+        for kind, (_, mode) in enumerate(ends_of_turn):
+            if mode == "last" and last[kind] != -1:
+                labels[last[kind]] = input_ids[last[kind]]
         return labels
 
     def batch(self, rows: list[dict[str, Any]], tokenizer: Any) -> list[Any]:

@@ -304,3 +304,11 @@ def record_datasets(run_dir: Path, bundle: Any, cfg_data: dict[str, Any]) -> Non
                     source["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
             sources.append(source)
     (run_dir / DATASETS_RECORD).write_text(json.dumps({"splits": splits, "sources": sources}, indent=2) + "\n")
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_data/axolotl.py``."""
+    from ft_data.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -32,6 +32,8 @@ class DatasetConfig:
     roles: dict[str, list[str]] | None = None
     roles_to_train: list[str] | None = None
     train_on_eos: TrainOnEos | None = None
+    eot_tokens: list[str] | None = None
+    train_on_eot: TrainOnEos | None = None
     message_field_training: str | None = None
     field_system: str | None = None
     chat_template: str | None = None
@@ -68,6 +70,8 @@ class DataConfig:
     roles: dict[str, list[str]] | None = None
     roles_to_train: list[str] = dataclasses.field(default_factory=lambda: ["assistant"])
     train_on_eos: TrainOnEos = "turn"
+    eot_tokens: list[str] | None = None
+    train_on_eot: TrainOnEos | None = None
     message_field_training: str | None = "train"
     field_system: str = "system"
     chat_template: str | None = None

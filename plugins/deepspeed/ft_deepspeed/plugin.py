@@ -153,3 +153,11 @@ def training_args(ctx: RunContext) -> dict[str, Any]:
              f", {' and '.join(offload)} offloaded to CPU" if offload else "",
              dist.config_file or Path(ctx.run_dir) / "deepspeed.json")
     return {"deepspeed": config}
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_deepspeed/axolotl.py``."""
+    from ft_deepspeed.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

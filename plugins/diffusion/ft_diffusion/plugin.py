@@ -208,3 +208,11 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
         metrics["masked_accuracy_before"] = state.before
         line += f"{state.before:.3f} before, "
     ctx.report_lines.append(line + f"{after:.3f} after ({len(ctx.datasets.eval)} rows)")
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_diffusion/axolotl.py``."""
+    from ft_diffusion.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

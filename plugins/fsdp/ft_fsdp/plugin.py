@@ -132,3 +132,11 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     plugin = getattr(getattr(ctx.trainer.accelerator, "state", None), "fsdp_plugin", None)
     if plugin is not None:
         plugin.set_state_dict_type(STATE_DICT_TYPES["full"])
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_fsdp/axolotl.py``."""
+    from ft_fsdp.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -177,3 +177,11 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
     if ctx.is_main and ctx.cfg.run.plot and plot_rewards(read_metrics(ctx.metrics_path), ctx.run_dir / "rewards.png",
                                                          title=f"{ctx.run_dir.name} (grpo)"):
         ctx.report_lines.append(f"  reward curves: {ctx.run_dir / 'rewards.png'}")
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_grpo/axolotl.py``."""
+    from ft_grpo.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

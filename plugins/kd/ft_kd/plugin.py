@@ -327,3 +327,11 @@ def cli_commands() -> list[Any]:
 
     return [Command(name="kd", help="knowledge distillation tools: dump (teacher top-k logprobs), make-student",
                     run=cli.run, add_arguments=cli.add_arguments)]
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_kd/axolotl.py``."""
+    from ft_kd.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

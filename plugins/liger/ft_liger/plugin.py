@@ -123,3 +123,11 @@ def loss(ctx: RunContext, call: Any) -> Any:
         finally:
             call.inputs.pop("skip_logits", None)
     return call.method_loss()
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_liger/axolotl.py``."""
+    from ft_liger.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -48,7 +48,13 @@ def check_target_modules(model: Any, adapter: Any) -> None:
     asked, so each name is checked on its own.
     """
     targets = adapter.target_modules
-    if not isinstance(targets, str):
+    if isinstance(targets, str) and targets != ALL_LINEAR:
+        import re
+
+        if not any(re.fullmatch(targets, name) for name in adaptable_module_names(model)):
+            raise ConfigError(f"adapter.target_modules={targets!r}: the regular expression matches no Linear/Embedding "
+                              f"layer's full name (e.g. {adaptable_module_names(model)[:1]})")
+    elif not isinstance(targets, str):
         names = adaptable_module_names(model)
         for target in targets:
             if not any(matches(name, str(target)) for name in names):
@@ -70,7 +76,7 @@ def lora_config(adapter: Any) -> Any:
         r=adapter.r,
         lora_alpha=adapter.alpha,
         lora_dropout=adapter.dropout,
-        target_modules=ALL_LINEAR if isinstance(targets, str) else [str(t) for t in targets],
+        target_modules=targets if isinstance(targets, str) else [str(t) for t in targets],
         exclude_modules=[str(m) for m in adapter.exclude_modules] if adapter.exclude_modules else None,
         modules_to_save=[str(m) for m in adapter.modules_to_save] if adapter.modules_to_save else None,
         bias=adapter.bias,

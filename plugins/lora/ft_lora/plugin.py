@@ -78,3 +78,11 @@ def post_save(ctx: RunContext, output_dir: str) -> None:
         f"  try it:  ft generate {run_dir} --prompt \"...\"   (or: ft chat {run_dir})\n"
         f"  merge:   ft merge {run_dir}   (a standalone model in {run_dir}/merged)"
     )
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_lora/axolotl.py``."""
+    from ft_lora.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -47,11 +47,14 @@ def check_adapter_values(adapter: Any) -> None:
     """Cross-field rules of ``adapter.*`` a schema cannot express; one-line :class:`ConfigError`."""
     # r >= 1, alpha > 0 and dropout in [0, 1) are the schema's bounds.
     targets = adapter.target_modules
-    if isinstance(targets, str) and targets != ALL_LINEAR:
-        raise ConfigError(
-            f"adapter.target_modules={targets!r} is not valid: expected a list of module names "
-            f"(adapter.target_modules=[{targets}]) or {ALL_LINEAR}"
-        )
+    if isinstance(targets, str) and targets != ALL_LINEAR:  # PEFT's meaning: a regular expression, full match
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise ConfigError(
+                f"adapter.target_modules={targets!r} is not valid: a string other than {ALL_LINEAR} is a regular "
+                f"expression matched against whole module names ({exc}); or give a list of module names"
+            ) from None
     if not isinstance(targets, str) and not list(targets):
         raise ConfigError(f"adapter.target_modules=[] is not valid: name at least one module, or use {ALL_LINEAR}")
     init = adapter.init

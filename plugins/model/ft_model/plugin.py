@@ -123,6 +123,11 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
         raise ConfigError(f"model.attn_implementation={attention!r}: unknown attention"
                           f"{did_you_mean(attention, ATTENTION_IMPLEMENTATIONS)}; expected one of "
                           f"{', '.join(ATTENTION_IMPLEMENTATIONS)}, or a hub kernel 'org/repo'")
+    special = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}
+    for name in cfg.model.special_tokens or {}:
+        if name not in special:
+            raise ConfigError(f"model.special_tokens.{name}: not a special token{did_you_mean(name, special)}; "
+                              f"expected {', '.join(sorted(special))}")
     for key in ("name_or_path", "tokenizer"):
         name = getattr(cfg.model, key)
         if not name or name in BUILTIN_MODELS:
@@ -164,6 +169,10 @@ def load_tokenizer(ctx: RunContext) -> Any:
         raise _load_error("tokenizer", name, exc) from exc
     if model_cfg.chat_template:
         tokenizer.chat_template = model_cfg.chat_template
+    if model_cfg.special_tokens:  # new ones join the vocabulary; load_model grows the embeddings to match
+        tokenizer.add_special_tokens(dict(model_cfg.special_tokens))
+    if model_cfg.added_tokens:
+        tokenizer.add_tokens([str(token) for token in model_cfg.added_tokens])
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -194,6 +203,8 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, exc) from exc
     tokenizer = ctx.tokenizer
+    if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # model.special_tokens / added_tokens brought new tokens
     if tokenizer is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
@@ -229,3 +240,11 @@ def load_reference_model(ctx: RunContext, role: str, source: str | None, load_kw
     reference.requires_grad_(False)
     ctx.reference_model = reference
     return reference
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's model and tokenizer keys (ft-axolotl): ``ft_model/axolotl.py``."""
+    from ft_model.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -19,6 +19,8 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     attn_implementation: str | None = "sdpa"
     chat_template: str | None = None
+    special_tokens: dict[str, str] | None = None
+    added_tokens: list[str] | None = None
 
 
 #: ``model`` is a group every run has: this schema checks whichever option is selected.

@@ -210,3 +210,11 @@ def post_trainer_create(ctx: RunContext) -> None:
             f"packing=multipack needs the loss averaged over the trained tokens of the whole optimizer step, but "
             f"{type(ctx.model).__name__}.forward takes no loss keyword arguments (num_items_in_batch), so the trainer "
             "would average per batch and packed runs would weight rows differently; remove +packing=multipack")
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_multipack/axolotl.py``."""
+    from ft_multipack.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

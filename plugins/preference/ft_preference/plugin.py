@@ -150,3 +150,11 @@ def post_train(ctx: RunContext, metrics: dict[str, Any]) -> None:
         ctx.report_lines.extend(lines)
         if plotted:
             ctx.report_lines.append(f"  reward curves: {ctx.run_dir / 'rewards.png'}")
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_preference/axolotl.py``."""
+    from ft_preference.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

@@ -179,3 +179,11 @@ def prepare_model(ctx: RunContext) -> None:
     else:
         how = "8-bit (LLM.int8)"
     log.info("qlora: base loaded in %s; %d linear layers quantised", how, quantized)
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_qlora/axolotl.py``."""
+    from ft_qlora.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

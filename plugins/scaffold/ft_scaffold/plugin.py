@@ -1,4 +1,5 @@
-"""Builtin plugin: ``ft new-plugin NAME --group GROUP``, a complete plugin distribution to start from.
+"""Builtin plugin: ``ft new-plugin NAME --group GROUP``, a complete plugin distribution to start from, and
+``ft plugins`` (``ft_scaffold/listing.py``): the installed plugins.
 
 It writes ``ft-NAME/``: ``pyproject.toml`` with both entry points, the hook module with ``FT_PLUGIN`` and
 a typed schema, the option's YAML, a README and tests built on ``ft_testing``. Each group gets a small
@@ -17,7 +18,7 @@ from typing import Any
 
 from ft.api import ConfigError, PluginInfo, hookimpl
 
-FT_PLUGIN = PluginInfo(name="scaffold", description="ft new-plugin: write a complete plugin distribution to start from")
+FT_PLUGIN = PluginInfo(name="scaffold", description="ft new-plugin (a plugin distribution to start from) and ft plugins (the installed ones)")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
@@ -97,6 +98,9 @@ def _run(args: argparse.Namespace) -> int:
 @hookimpl
 def cli_commands() -> list[Any]:
     from ft.api import Command
+    from ft_scaffold.listing import add_arguments, run_plugins
 
     return [Command(name="new-plugin", help="write a complete plugin distribution to start from (--group ...)",
-                    run=_run, add_arguments=_add_arguments)]
+                    run=_run, add_arguments=_add_arguments),
+            Command(name="plugins", help="list installed plugins (--json, --all: disabled too, --matrix); exit 2 if "
+                    "one is broken", run=run_plugins, add_arguments=add_arguments)]

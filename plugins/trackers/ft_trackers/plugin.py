@@ -191,3 +191,11 @@ def callbacks(ctx: RunContext) -> list[Any]:
              "mlflow": lambda: env["MLFLOW_TRACKING_URI"], "trackio": lambda: f"project {options.trackio.project}"}
     log.info("trackers: %s", ", ".join(f"{name} -> {where[name]()}" for name in selected))
     return made
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's keys for this plugin (ft-axolotl): ``ft_trackers/axolotl.py``."""
+    from ft_trackers.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

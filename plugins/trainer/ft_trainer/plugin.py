@@ -56,3 +56,11 @@ def save_model(ctx: RunContext, output_dir: str) -> bool:
         (partial / "training_args.bin").unlink(missing_ok=True)
         partial.rename(final)
     return True
+
+
+@hookimpl(optionalhook=True)
+def axolotl_keys() -> dict[str, Any]:
+    """Axolotl's training-loop keys (ft-axolotl): ``ft_trainer/axolotl.py``."""
+    from ft_trainer.axolotl import AXOLOTL_KEYS
+
+    return AXOLOTL_KEYS

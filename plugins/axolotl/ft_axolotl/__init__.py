@@ -1,0 +1,1 @@
+"""ft-axolotl: Axolotl config files as ft input (``ft run --axolotl FILE``)."""

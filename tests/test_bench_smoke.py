@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 SCRIPTS = ["bench/overhead/run.py", "bench/startup/run.py", "bench/vs-axolotl/run.py", "bench/kernels/run.py",
            "bench/distributed/run.py", "bench/grpo/run.py", "bench/diffusion/run.py", "bench/kd/run.py",
            "bench/preprocess/run.py", "bench/packing/run.py", "bench/defaults/run.py", "bench/lora-sft/run.py",
-           "bench/gpu/run.py", "bench/qlora/run.py", "bench/render.py"]
+           "bench/gpu/run.py", "bench/qlora/run.py", "bench/axolotl-examples/run.py", "bench/render.py"]
 
 
 def test_every_benchmark_folder_is_started_here():
@@ -68,6 +68,21 @@ def test_axolotl_venv_plan_pins_torch_before_axolotl(tmp_path):
     printed = bench("bench/vs-axolotl/run.py", "--print-venv-plan", "--axolotl-venv", str(tmp_path / "ax"))
     assert printed.returncode == 0 and "axolotl==0.19.0" in printed.stdout
     assert not (tmp_path / "ax").exists()  # printing the plan creates nothing
+
+
+def test_axolotl_examples_check_sorts_files_into_valid_and_refused(tmp_path):
+    """bench/axolotl-examples on the Axolotl examples ft-axolotl keeps as test data: no traceback, each file one status."""
+    import shutil
+
+    shutil.copytree(REPO / "plugins" / "axolotl" / "tests" / "axolotl_examples", tmp_path / "examples")
+    table = tmp_path / "table.md"
+    done = bench("bench/axolotl-examples/run.py", "--checkout", str(tmp_path), "--commit", "test", "--write", str(table))
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("valid") and line.endswith("llama-3/lora-1b.yml  ") for line in lines), done.stdout
+    refused = next(line for line in lines if "instruct-dpo-lora-8b.yml" in line)
+    assert refused.startswith("refused") and "chat_template.default" in refused
+    assert "text-only valid 6 (75.0%), refused 2, failed 0; tracebacks in all files: 0" in lines[-1], lines[-1]
+    assert done.returncode == 1 and "| examples/llama-3/lora-1b.yml | text | valid |" in table.read_text()
 
 
 def test_memory_poller_sees_a_child_allocation():

@@ -187,6 +187,7 @@ def test_a_third_party_plugin_maps_its_own_keys_and_loads_without_ft_axolotl(tin
 def test_the_key_table_in_the_docs_is_current():
     """docs/axolotl.md holds `ft axolotl keys` for the first-party plugins (regenerate it after a change)."""
     import re
+
     import tomllib
 
     from ft.api import Session

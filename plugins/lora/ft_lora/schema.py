@@ -47,6 +47,12 @@ def check_adapter_values(adapter: Any) -> None:
     """Cross-field rules of ``adapter.*`` a schema cannot express; one-line :class:`ConfigError`."""
     # r >= 1, alpha > 0 and dropout in [0, 1) are the schema's bounds.
     targets = adapter.target_modules
+    if isinstance(targets, str) and targets != ALL_LINEAR and re.fullmatch(r"[\w.]+", targets):
+        raise ConfigError(  # a bare name is a forgotten list far more often than a regular expression
+            f"adapter.target_modules={targets!r} is not valid: expected a list of module names "
+            f"(adapter.target_modules=[{targets}]) or {ALL_LINEAR}, or a regular expression matched against whole "
+            f"module names (e.g. '.*\\.{targets}')"
+        )
     if isinstance(targets, str) and targets != ALL_LINEAR:  # PEFT's meaning: a regular expression, full match
         try:
             re.compile(targets)

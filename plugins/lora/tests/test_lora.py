@@ -237,6 +237,28 @@ def test_the_loaded_model_check_catches_what_the_files_cannot_show(tiny_model_di
         check_target_modules(model, SimpleNamespace(target_modules="all-linear", modules_to_save=["lm_haed"]))
 
 
+def test_a_regular_expression_targets_exactly_the_modules_it_matches_in_full(tiny_model_dir):
+    """A string target other than all-linear is PEFT's regular expression, matched against whole module names."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ft.errors import ConfigError
+    from ft_lora.adapter import check_target_modules, lora_config
+
+    pattern = r".*\.layers\.0\.self_attn\.(q|v)_proj"
+    adapter = SimpleNamespace(target_modules=pattern, modules_to_save=None, r=4, alpha=8, dropout=0.0, exclude_modules=None,
+                              bias="none", use_dora=False, use_rslora=False, init="default")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    check_target_modules(model, adapter)
+    peft_model = get_peft_model(model, lora_config(adapter))
+    adapted = sorted({n.rsplit(".lora_", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n})
+    assert adapted == ["base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.0.self_attn.v_proj"]
+    with pytest.raises(ConfigError, match="the regular expression matches no Linear/Embedding layer"):
+        check_target_modules(model, SimpleNamespace(target_modules=r".*\.q_projection", modules_to_save=None))
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("adapter.r=0", "adapter.r=0 is not valid: expected a rank of at least 1"),
     ("adapter.dropout=1.5", "adapter.dropout=1.5 is not valid: expected a number in [0, 1)"),

@@ -122,6 +122,10 @@ def test_bad_files_are_one_line(tmp_path, capsys):
     ({"fsdp_config": {"fsdp_offload_params": True, "fsdp_state_dict_type": "FULL_STATE_DICT"}},
      {"dist": "fsdp", "dist.cpu_offload": True, "dist.checkpoint_format": "full", "adapter.quant_storage": "bfloat16"}),
     ({"lora_target_modules": r".*\.(q|v)_proj"}, {"adapter.target_modules": r".*\.(q|v)_proj"}),
+    ({"adapter": None, "load_in_4bit": False, "unfrozen_parameters": ["^lm_head.weight$", "model.layers.1[0-9]+.mlp.*"]},
+     {"model.unfrozen_parameters": [r"^lm_head\.weight$", r"model\.layers\.1[0-9]+\.mlp\.*"]}),
+    ({"resize_token_embeddings_to_32x": True, "model_config": {"output_router_logits": True}},
+     {"model.pad_vocab_to_multiple_of": 32, "model.config_overrides": {"output_router_logits": True}}),
 ])
 def test_axolotl_meaning_is_kept(changes, expected):
     from ft.api import Session

@@ -75,6 +75,18 @@ def tokens(value: Any, config: dict[str, Any]) -> dict[str, Any]:
     return {"model.added_tokens": [str(v) for v in value]}
 
 
+def unfrozen_parameters(value: Any, config: dict[str, Any]) -> dict[str, Any] | str:
+    """Axolotl's patterns as ft's regular expressions (a dot not before '+' is a literal dot, re.match)."""
+    import re
+
+    patterns = [value] if isinstance(value, str) else list(value)
+    if any(re.search(r"\[[0-9]*(:[0-9]*)?\]$", p) for p in patterns):
+        raise ValueError("row ranges ([:32000]) are not in ft; unfreeze whole parameters")
+    if config.get("adapter"):
+        raise ValueError("with an adapter, the adapter is what trains in ft; unfreeze parameters in a full fine-tune")
+    return {"model.unfrozen_parameters": [re.sub(r"\.(?!\+)", r"\\.", p) for p in patterns]}
+
+
 AXOLOTL_KEYS: dict[str, Any] = {
     "base_model": "model.name_or_path",
     "base_model_config": base_model_config,
@@ -101,6 +113,9 @@ AXOLOTL_KEYS: dict[str, Any] = {
     "tokens": tokens,
     "low_cpu_mem_usage": "no effect: transformers loads with low memory use already",
     "experimental_skip_move_to_device": "no effect: Axolotl's loading shortcut (when the model moves to the device)",
-    "resize_token_embeddings_to_32x": "only false: padding the vocabulary to a multiple of 32",
+    "resize_token_embeddings_to_32x": lambda value, config: {"model.pad_vocab_to_multiple_of": 32} if value
+    else "no effect: off",
+    "model_config": "model.config_overrides",
+    "unfrozen_parameters": unfrozen_parameters,
     "tokenizer_use_mistral_common": "only false: mistral-common tokenizers",
 }

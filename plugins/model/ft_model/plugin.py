@@ -7,6 +7,7 @@ Offline-first: a hub id is looked up in the local Hugging Face cache when ``HF_H
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,14 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
                           f"{did_you_mean(attention, ATTENTION_IMPLEMENTATIONS)}; expected one of "
                           f"{', '.join(ATTENTION_IMPLEMENTATIONS)}, or a hub kernel 'org/repo'")
     special = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}
+    if cfg.model.unfrozen_parameters and choices.get("adapter"):
+        raise ConfigError(f"model.unfrozen_parameters trains part of the base model; with adapter={choices['adapter']} "
+                          f"the adapter is what trains: use one or the other")
+    for pattern in cfg.model.unfrozen_parameters or []:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"model.unfrozen_parameters: {pattern!r} is not a regular expression ({exc})") from None
     for name in cfg.model.special_tokens or {}:
         if name not in special:
             raise ConfigError(f"model.special_tokens.{name}: not a special token{did_you_mean(name, special)}; "
@@ -197,19 +206,37 @@ def load_model(ctx: RunContext, load_kwargs: dict[str, Any]) -> Any:
     }
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
+    kwargs.update(model_cfg.config_overrides or {})  # from_pretrained sets them on the model's config
     kwargs.update(load_kwargs)
     try:
         model = from_pretrained_offline_first(AutoModelForCausalLM, name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, exc) from exc
     tokenizer = ctx.tokenizer
-    if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))  # model.special_tokens / added_tokens brought new tokens
+    multiple = model_cfg.pad_vocab_to_multiple_of or 1
+    rows = -(-len(tokenizer) // multiple) * multiple if tokenizer is not None else 0
+    if rows > model.get_input_embeddings().num_embeddings:  # new tokens (special_tokens, added_tokens), padding
+        model.resize_token_embeddings(rows)
     if tokenizer is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
     return model
+
+
+@hookimpl
+def post_model_load(ctx: RunContext) -> None:
+    """``model.unfrozen_parameters``: train only the parameters whose names match (a full fine-tune of part)."""
+    from ft.api import ConfigError
+
+    patterns = [re.compile(p) for p in ctx.cfg.model.unfrozen_parameters or []]
+    if not patterns or ctx.model is None:
+        return
+    for name, parameter in ctx.model.named_parameters():
+        parameter.requires_grad_(any(p.match(name) for p in patterns))
+    if not any(parameter.requires_grad for parameter in ctx.model.parameters()):
+        raise ConfigError(f"model.unfrozen_parameters={ctx.cfg.model.unfrozen_parameters}: no parameter name matches "
+                          f"(re.match from the start), so nothing would train")
 
 
 @hookimpl(trylast=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from ft.api import bounded
 
 #: transformers' attention implementations (``model.attn_implementation``); a hub kernel ("org/repo") also works.
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4",
@@ -21,6 +23,9 @@ class ModelConfig:
     chat_template: str | None = None
     special_tokens: dict[str, str] | None = None
     added_tokens: list[str] | None = None
+    pad_vocab_to_multiple_of: int | None = bounded(None, ge=1)
+    config_overrides: dict[str, Any] | None = None
+    unfrozen_parameters: list[str] | None = None
 
 
 #: ``model`` is a group every run has: this schema checks whichever option is selected.

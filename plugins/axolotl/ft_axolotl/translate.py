@@ -118,7 +118,8 @@ def _note(rule: Any) -> str:
 
 def translate(config: dict[str, Any], rules: list[tuple[str, str, Rule]], source: str = "",
               ignore: frozenset[str] = frozenset(), lenient: bool = False) -> Translation:
-    """Each key of ``config`` through its rules. A rule's ``ValueError`` is one line naming the key."""
+    """Each key of ``config`` through its rules, one row a key (an entry of ``plugins:``); a rule's ``ValueError``
+    and a clash with an earlier key make the row ``unsupported`` (``lenient``: ``ignored``)."""
     rows: list[Row] = []
     for key, value in config.items():
         key = str(key)
@@ -131,12 +132,12 @@ def translate(config: dict[str, Any], rules: list[tuple[str, str, Rule]], source
         # Axolotl's `plugins:` list names features of several ft plugins: one row an entry.
         items = value if key == "plugins" and isinstance(value, list) else [value]
         for item in items:
-            row = _apply(key, item, config, rules_for(key, rules))
-            if row.status == "unsupported" and lenient:
-                row.status, row.note = "ignored", f"--axolotl-lenient; {row.note}"
-            rows.append(row)
+            rows.append(_apply(key, item, config, rules_for(key, rules)))
     translation = Translation(source, rows)
     _check_clashes(translation)
+    if lenient:
+        for row in translation.unsupported:
+            row.status, row.note = "ignored", f"--axolotl-lenient; {row.note}"
     return translation
 
 
@@ -169,14 +170,18 @@ def _apply(key: str, value: Any, config: dict[str, Any], candidates: list[tuple[
 
 
 def _check_clashes(translation: Translation) -> None:
+    """Two keys setting one ft key to different values: the later one is refused (named in the one line)."""
     seen: dict[str, tuple[Row, Any]] = {}
     for row in translation.rows:
+        clash = next((k for k, v in row.overrides.items() if k in seen and seen[k][1] != v), None)
+        if clash is not None:
+            other, value = seen[clash]
+            row.status, row.overrides = "unsupported", {}
+            row.note = (f"sets {clash}, which '{other.key}: {_short(other.value, 30)}' sets to {_short(value)}; "
+                        f"ft takes one value: keep one of the two")
+            continue
         for ft_key, value in row.overrides.items():
-            if ft_key in seen and seen[ft_key][1] != value:
-                other = seen[ft_key][0]
-                raise FtUserError(f"Axolotl keys '{other.key}' and '{row.key}' both set {ft_key} ({_short(seen[ft_key][1])} "
-                                  f"and {_short(value)}); keep one of them")
-            seen[ft_key] = (row, value)
+            seen.setdefault(ft_key, (row, value))
 
 
 def refusal(translation: Translation) -> str:

@@ -227,3 +227,14 @@ def test_ft_run_with_lenient_trains_and_records_the_translation(tiny_model_dir, 
     assert f"++model.name_or_path={tiny_model_dir}" in overrides and "++trainer.max_steps=2" in overrides
     assert "++optim.lr=0.001" in overrides and overrides[-2:] == ["run.name=r", "run.plot=false"]
     assert (tmp_path / "out" / "r" / "model").is_dir()
+
+
+def test_two_keys_setting_one_ft_key_differently_are_refused_and_explained(tiny_model_dir, tmp_path, capsys):
+    plugins = ["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin", "axolotl.integrations.liger.LigerPlugin"]
+    file = write_axolotl(tmp_path / "k.yml", example("llama-3/qlora-1b.yml", base_model=str(tiny_model_dir), plugins=plugins))
+    assert cli_main(["validate", "--axolotl", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert "1 Axolotl key ft cannot translate: 'plugins: axolotl.integrations.liger" in err
+    assert "(sets kernels, which 'plugins: axolotl.integrations.cut_cr...' sets to cce; ft takes one value" in err, err
+    assert cli_main(["axolotl", "explain", str(file)]) == 0  # the table still shows every key
+    assert "kernels=cce" in capsys.readouterr().out

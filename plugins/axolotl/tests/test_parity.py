@@ -3,7 +3,7 @@
 The golden tokens (plugins/data/tests/test_data_fixtures/axolotl_0.19_golden.json.gz) were produced by
 Axolotl 0.19.0 itself on real rows with SmolLM2-135M-Instruct's tokenizer (see that test's docstring).
 Here each case is written as an Axolotl config file (``datasets: [{path, type, ...options}]``,
-``sequence_len``, ``train_on_inputs``), translated by ``--axolotl``, composed and validated like
+``sequence_len``, ``train_on_inputs``), translated as ``--axolotl`` does, composed and validated like
 ``ft run``, and tokenized by ft's data stage from the composed config.
 """
 
@@ -27,12 +27,19 @@ def smollm2() -> Path:
     return ensure_smollm2()
 
 
+@pytest.fixture(scope="module")
+def session():
+    """The installed plugins, discovered once for every case (``ft run`` discovers them once a command)."""
+    from ft.api import Session
+
+    return Session([])
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_a_translated_config_tokenizes_as_axolotl(name, smollm2, tmp_path):
+def test_a_translated_config_tokenizes_as_axolotl(name, smollm2, session, tmp_path):
     from transformers import AutoTokenizer
 
-    from ft.api import prepare_run
-    from ft_axolotl.plugin import command_arguments
+    from ft_axolotl.translate import collect_rules, load_axolotl_file, translate
     from ft_data.api import BUILTIN_FORMATS, prepare_data
 
     case = CASES[name]
@@ -44,8 +51,9 @@ def test_a_translated_config_tokenizes_as_axolotl(name, smollm2, tmp_path):
                "micro_batch_size": 1, "learning_rate": 1e-4}
     file = tmp_path / "axolotl.yml"
     file.write_text(yaml.safe_dump(axolotl))
-    overrides = command_arguments(command="run", args=["--axolotl", str(file), "data.shuffle=false"], p_flags=[])
-    prepared = prepare_run(overrides)
+    translation = translate(load_axolotl_file(str(file)), collect_rules(session.pm_all), str(file))
+    assert not translation.unsupported
+    prepared = session.prepare(session.normalise([*translation.overrides, "data.shuffle=false"]))
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     data = prepare_data(prepared.cfg.data, tokenizer, BUILTIN_FORMATS, use_cache=False, progress=False)
     ours = [dict(example) for example in data.train]

@@ -18,6 +18,7 @@ import yaml
 from ft_testing import TEST_DATA, TrainingRecorder, assert_same_training, run_lifecycle
 
 EXAMPLES = Path(__file__).parent / "axolotl_examples"
+pytestmark = pytest.mark.slow  # twenty short training runs: the full tier
 CPU = ["trainer.max_steps=3", "optim.name=adamw_torch", "model.attn_implementation=sdpa", "data.val_size=0", "trainer.logging_steps=1", "run.plot=false", "run.save_final_model=false",
        "trainer.save_every_minutes=null"]
 

@@ -59,6 +59,8 @@ AXOLOTL_KEYS: dict[str, Any] = {
     "lora_model_dir": _copy("adapter.continue_from"),
     "peft_use_rslora": _copy("adapter.use_rslora"),
     "peft_use_dora": _copy("adapter.use_dora"),
+    "loraplus_lr_ratio": _copy("adapter.loraplus_lr_ratio"),
+    "loraplus_lr_embedding": _copy("adapter.loraplus_lr_embedding"),
     "lora_fan_in_fan_out": "only false: fan_in_fan_out (GPT-2 style Conv1D weights)",
     "lora_mlp_kernel": _lora_kernel,
     "lora_qkv_kernel": _lora_kernel,

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ft.api import PluginInfo, RunContext, hookimpl
+from ft.api import ConfigError, PluginInfo, RunContext, hookimpl
 from ft_lora.schema import LoraAdapterConfig, check_adapter_values, early_target_check
 from ft_model.api import local_model_folder
 
@@ -39,6 +39,9 @@ def validate_config(cfg: Any, choices: dict[str, str | None]) -> None:
     if adapter is None:
         return
     check_adapter_values(adapter)
+    if getattr(adapter, "loraplus_lr_ratio", None) and choices.get("dist") not in (None, "ddp"):
+        raise ConfigError(f"adapter.loraplus_lr_ratio with dist={choices['dist']}: LoRA+'s optimizer is built before the "
+                          f"model is sharded; use it with dist=ddp (one or several processes)")
     model_dir = local_model_folder(cfg.model.name_or_path)  # the builtin model once converted, or a local folder
     if model_dir is not None:
         early_target_check(adapter, model_dir)
@@ -65,6 +68,25 @@ def adapt_model(ctx: RunContext) -> None:
 
     ctx.model = wrap_model(ctx.model, ctx.cfg.adapter, Path(ctx.run_dir),
                            gradient_checkpointing=ctx.cfg.trainer.gradient_checkpointing)
+
+
+@hookimpl
+def post_trainer_create(ctx: RunContext) -> None:
+    """LoRA+ (``adapter.loraplus_lr_ratio``): the B matrices learn at ratio x the learning rate, through PEFT's
+    LoRA+ parameter groups; the trainer keeps an optimizer set before training (transformers' Trainer)."""
+    ratio = getattr(ctx.cfg.adapter, "loraplus_lr_ratio", None)
+    if not ratio or ctx.trainer is None:
+        return
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    args = ctx.trainer.args
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, ctx.trainer.model)
+    kwargs.pop("lr", None)
+    ctx.trainer.optimizer = create_loraplus_optimizer(
+        ctx.trainer.model, optimizer_cls, lr=args.learning_rate, loraplus_lr_ratio=float(ratio),
+        loraplus_lr_embedding=float(ctx.cfg.adapter.loraplus_lr_embedding), loraplus_weight_decay=args.weight_decay,
+        **kwargs)
 
 
 @hookimpl

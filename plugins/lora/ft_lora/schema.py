@@ -31,6 +31,8 @@ class LoraAdapterConfig:
     use_rslora: bool = False
     init: str = "default"
     continue_from: str | None = path_field()
+    loraplus_lr_ratio: float | None = bounded(None, gt=0, expected="a positive ratio (LoRA+ uses 2 to 32)")
+    loraplus_lr_embedding: float = bounded(1e-6, gt=0)
 
 
 def peft_init_value(init: str) -> bool | str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from lora_helpers import ModelSpy, probe_ids, run_lifecycle, tiny_args  # noqa: F401 (probe_ids is a fixture)
 
+from ft.api import hookimpl
 from ft.cli import main
 
 #: Loads adapters the way a user without ft would: transformers + PEFT only (ft's packages are blocked).
@@ -303,3 +304,28 @@ def test_adapter_option_is_inert_unless_selected(tiny_model_dir, chat_file, caps
     """An installed ft-lora changes nothing when the config does not select adapter=lora."""
     assert main(["config", "show", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}"]) == 0
     assert "\nadapter:" not in capsys.readouterr().out
+
+
+class OptimizerGroups:
+    """A spy: the optimizer's groups at the end of training, as (learning rate, parameter names)."""
+
+    @hookimpl
+    def post_train(self, ctx, metrics):
+        names = {id(p): n for n, p in ctx.model.named_parameters()}
+        self.groups = [(g["lr"], sorted(names[id(p)] for p in g["params"])) for g in ctx.trainer.optimizer.param_groups
+                       if g["params"]]
+
+
+def test_loraplus_trains_the_b_matrices_at_ratio_times_the_learning_rate(tiny_model_dir, chat_file, tmp_path, capsys):
+    spy = OptimizerGroups()
+    run_lifecycle([f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}", "+adapter=lora",
+                   "adapter.loraplus_lr_ratio=16", "optim.lr=1e-3", "optim.scheduler=constant", "trainer.max_steps=2",
+                   "run.plot=false", "run.save_final_model=false"], tmp_path / "run", spy)
+    by_kind = {"lora_A": set(), "lora_B": set()}
+    for lr, names in spy.groups:
+        for name in names:
+            by_kind["lora_B" if ".lora_B." in name else "lora_A"].add(lr)
+    assert by_kind == {"lora_A": {1e-3}, "lora_B": {16e-3}}, spy.groups
+    assert main(["validate", f"model.name_or_path={tiny_model_dir}", "data=chat", f"data.path={chat_file}", "+adapter=lora",
+                 "adapter.loraplus_lr_ratio=16", "dist=fsdp"]) == 2
+    assert "LoRA+'s optimizer is built before the model is sharded" in capsys.readouterr().err

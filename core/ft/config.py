@@ -298,10 +298,12 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
             registries: dict[str, set[str]] | None = None, defaults_for: DefaultsProvider | None = None) -> Composed:
     """Compose and resolve the config for these normalised overrides, then validate it.
 
-    ``defaults_for`` gives the active plugins' ``config_defaults`` for the first composition's choices;
-    when it gives any, the config is composed again with them as overrides placed before the user's
-    (so the user's win), and they are kept in :attr:`Composed.plugin_defaults` for the record.
+    ``defaults_for`` gives the active plugins' ``config_defaults`` for the composition's choices; each is set
+    on the composed config unless the command line set that key (a layer above every config file and below
+    the command line), and they are kept in :attr:`Composed.plugin_defaults` for the record.
     """
+
+    from omegaconf import OmegaConf, open_dict
 
     cfg = _hydra_compose(overrides, plugins, schemas or {}, overrides)
     choices = _choices(cfg, overrides, plugins)
@@ -310,9 +312,11 @@ def compose(overrides: list[str], plugins: list[LoadedPlugin], schemas: dict[str
         plain = _plain(cfg, resolve=False)
         plain.pop("hydra", None)
         plugin_defaults = defaults_for(choices, plain)
-        if plugin_defaults:
-            layer = [f"++{key}={override_value(value)}" for key, value in plugin_defaults.items()]
-            cfg = _hydra_compose([*layer, *overrides], plugins, schemas or {}, overrides)
+        typed = {o.lstrip("+~").split("=", 1)[0] for o in overrides} - set(choices)  # values, not group options
+        with open_dict(cfg):
+            for key, value in plugin_defaults.items():
+                if not any(key == t or key.startswith(t + ".") for t in typed):
+                    OmegaConf.update(cfg, key, value, merge=False, force_add=True)
     composed = finish(cfg, choices, overrides, plugins, schemas, registries)
     composed.plugin_defaults = plugin_defaults
     return composed

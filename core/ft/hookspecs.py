@@ -92,7 +92,7 @@ def config_defaults(choices: dict[str, str | None], config: dict[str, Any]) -> d
 
     When: while the config is composed, before validation. Receives: the selected option of every
     group and the composed config as plain data (unvalidated). Returns: ``{"optim.lr": 2e-4}``, dotted
-    keys to values, or ``None``. The kernel composes the config again with these values as a layer
+    keys to values, or ``None``. The kernel sets these values on the composed config as a layer
     above every config file and below the command line: a value the user types wins, and
     ``config.yaml``, ``run.json`` (``plugin_defaults``), the model card and the experiment loggers all hold the
     value that trains. Values only, never a group's option. Combine: collected over the active

@@ -80,19 +80,23 @@ def command_arguments(command: str, args: list[str], p_flags: list[str]) -> list
         raise FtUserError(refusal(translation))
     overrides = translation.overrides
     if not any(a in ("-m", "--multirun") for a in rest):
-        _check(session, translation, [*overrides, *rest])
+        _check(session, translation, overrides, rest)
     return [*overrides, *rest]
 
 
-def _check(session: Any, translation: Any, overrides: list[str]) -> None:
-    """Validate the translated config now, so that a bad value's line names the Axolotl key it came from."""
+def _check(session: Any, translation: Any, overrides: list[str], typed: list[str]) -> None:
+    """Validate the translated config now, so that a bad value's line names the Axolotl key it came from
+    (not when the key is one the user typed after the file)."""
     from ft.api import validate_all
 
+    typed_keys = {t.lstrip("+~").split("=", 1)[0] for t in typed}
     try:
-        validate_all(session, overrides, multirun=False)
+        validate_all(session, [*overrides, *typed], multirun=False)
     except FtUserError as exc:
         message = str(exc)
         for ft_key in re.findall(r"[A-Za-z_][\w]*(?:\.[\w\[\]]+)+", message):
+            if ft_key.split("[")[0] in typed_keys:
+                break
             row = translation.origin(ft_key.split("[")[0])
             if row is not None:
                 exc.args = (f"{message} (from Axolotl key '{row.key}' in {translation.source})",)

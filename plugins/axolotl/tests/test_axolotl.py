@@ -238,3 +238,10 @@ def test_two_keys_setting_one_ft_key_differently_are_refused_and_explained(tiny_
     assert "(sets kernels, which 'plugins: axolotl.integrations.cut_cr...' sets to cce; ft takes one value" in err, err
     assert cli_main(["axolotl", "explain", str(file)]) == 0  # the table still shows every key
     assert "kernels=cce" in capsys.readouterr().out
+
+
+def test_a_bad_value_typed_after_the_file_is_not_blamed_on_the_file(tiny_model_dir, tmp_path, capsys):
+    file = write_axolotl(tmp_path / "q.yml", example("llama-3/qlora-1b.yml", base_model=str(tiny_model_dir)))
+    assert cli_main(["validate", "--axolotl", str(file), "adapter.r=0"]) == 2
+    err = capsys.readouterr().err
+    assert "adapter.r=0" in err and "from Axolotl key" not in err, err

@@ -12,7 +12,7 @@ import pytest
 
 from ft.api import hookimpl
 from ft.cli import main
-from ft_testing import build_context, install_fake_plugin, run_ft, run_lifecycle
+from ft_testing import WeightsSpy, build_context, install_fake_plugin, run_ft, run_lifecycle
 
 
 def tiny_grpo(model_dir: Path, *extra: str) -> list[str]:
@@ -185,19 +185,6 @@ def test_each_loss_type_equals_its_formula_on_fixed_tensors(loss_type, tiny_mode
 
 
 # -- what training does ------------------------------------------------------------------------------
-
-
-class WeightsSpy:
-    """Every parameter before and after training (a spy plugin object)."""
-
-    @hookimpl
-    def post_trainer_create(self, ctx):
-        self.before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
-        self.trainable = {n for n, p in ctx.model.named_parameters() if p.requires_grad}
-
-    @hookimpl
-    def post_train(self, ctx, metrics):
-        self.after = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
 
 
 def test_groups_with_identical_rewards_have_zero_advantage_and_teach_nothing(tiny_model_dir, tmp_path):

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from ft.api import cli_main, hookimpl
-from ft_testing import build_context, run_lifecycle
-
-
-class Weights:
-    """A spy: every parameter before and after training, and which ones train."""
-
-    @hookimpl
-    def post_trainer_create(self, ctx):
-        self.before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
-        self.trainable = {n for n, p in ctx.model.named_parameters() if p.requires_grad}
-
-    @hookimpl
-    def post_train(self, ctx, metrics):
-        self.after = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+from ft.api import cli_main
+from ft_testing import WeightsSpy, build_context, run_lifecycle
 
 
 def base(model_dir, chat_file) -> list[str]:
@@ -25,7 +12,7 @@ def base(model_dir, chat_file) -> list[str]:
 
 
 def test_unfrozen_parameters_train_and_nothing_else_moves(tiny_model_dir, chat_file, tmp_path):
-    spy = Weights()
+    spy = WeightsSpy()
     run_lifecycle([*base(tiny_model_dir, chat_file), r"model.unfrozen_parameters=['lm_head\..*','model\.layers\.0\.mlp\..*']"],
                   tmp_path / "run", spy)
     assert spy.trainable and all(n.startswith(("lm_head.", "model.layers.0.mlp.")) for n in spy.trainable), spy.trainable

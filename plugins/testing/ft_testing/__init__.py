@@ -276,6 +276,19 @@ class TrainingRecorder:
         self.final = self._weights(ctx)
 
 
+class WeightsSpy:
+    """A spy plugin: every parameter before and after training, and the names of those that train."""
+
+    @hookimpl
+    def post_trainer_create(self, ctx: Any) -> None:
+        self.before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+        self.trainable = {n for n, p in ctx.model.named_parameters() if p.requires_grad}
+
+    @hookimpl
+    def post_train(self, ctx: Any, metrics: dict[str, Any]) -> None:
+        self.after = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+
+
 #: The training setups a loss kernel must serve exactly like the method's own loss (overrides for :func:`train_tiny_sft`).
 LOSS_KERNEL_SETUPS: dict[str, list[str]] = {
     "full": [],

@@ -79,7 +79,7 @@ def kernel_size() -> tuple[int, int]:
 
 
 #: Where the kernel stands, as a ceiling that only comes down (kernel v3's target: 3,000 lines, 2,000 code lines).
-KERNEL_CEILING = (3_625, 2_250)
+KERNEL_CEILING = (3_620, 2_250)
 
 
 def test_the_kernel_stays_under_its_ceiling():

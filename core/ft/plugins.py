@@ -506,8 +506,3 @@ def make_plugin_manager(plugins: list[LoadedPlugin], extra_specs: Iterable[Any] 
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin '{exc.plugin}' implements a hook that ft does not define: {exc}") from exc
     return pm
-
-
-def hook_names(module: Any) -> list[str]:
-    """The hook names a plugin module implements (for ``ft plugins``)."""
-    return sorted(hook_impls(module)) if module is not None else []

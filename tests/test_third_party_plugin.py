@@ -105,6 +105,8 @@ def test_it_maps_its_own_axolotl_keys(site, tiny_model_dir, tmp_path):
     explained = run_ft(["axolotl", "explain", str(axolotl)], env=env(site)).stdout
     assert any(line.startswith("csv_logger_color") and "no effect" in line and "[csv_logger]" in line
                for line in explained.splitlines()), explained
+    without = run_ft(["-p", "no:axolotl", "plugins"], env=env(site))  # its optional hook is no load error
+    assert without.returncode == 0 and "csv_logger 0.1.0 (ft-csv-logger)" in without.stdout, without.stderr
 
 
 def test_its_hook_fires_only_when_selected(site, tiny_model_dir, chat_file, tmp_path):

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from ft.api import cli_main
-from ft_testing import install_fake_plugin, run_ft
 
 EXAMPLES = Path(__file__).parent / "axolotl_examples"
 
@@ -161,31 +160,6 @@ def test_convert_writes_a_preset_that_composes_the_same_config(tiny_model_dir, t
     assert from_preset == direct
     assert cli_main(["axolotl", "convert", str(file)]) == 2  # never overwrites
     assert "exists" in capsys.readouterr().err
-
-
-PLUGIN_WITH_KEYS = '''
-from ft.api import PluginInfo, hookimpl
-
-FT_PLUGIN = PluginInfo(name="mykeys", description="maps one Axolotl key of its own")
-
-@hookimpl(optionalhook=True)
-def axolotl_keys():
-    def my_feature(value, config):
-        """my_feature is seed + 1 in this plugin's world."""
-        return {"seed": int(value) + 1}
-    return {"my_feature": my_feature}
-'''
-
-
-def test_a_third_party_plugin_maps_its_own_keys_and_loads_without_ft_axolotl(tiny_model_dir, tmp_path):
-    site = tmp_path / "site"
-    install_fake_plugin(site, "ft-mykeys", "mykeys", PLUGIN_WITH_KEYS)
-    file = write_axolotl(tmp_path / "f.yml", example("llama-3/lora-1b.yml", base_model=str(tiny_model_dir), my_feature=6))
-    result = run_ft(["config", "show", "--axolotl", str(file)], site=site)
-    assert result.returncode == 0, result.stderr
-    assert "\nseed: 7\n" in result.stdout
-    result = run_ft(["-p", "no:axolotl", "plugins"], site=site)  # its optional hook is no load error
-    assert result.returncode == 0 and "mykeys 1.2.3" in result.stdout, result.stdout + result.stderr
 
 
 def test_the_key_table_in_the_docs_is_current():

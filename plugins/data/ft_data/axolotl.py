@@ -110,21 +110,28 @@ def _sft_data(rule: Any, others_map_it: bool = False) -> Any:
     return wrapped
 
 
-_KEYS: dict[str, Any] = {
-    "datasets": datasets,
-    "test_datasets": test_datasets,
-    "val_set_size": val_set_size,
+#: Keys of supervised data (with ``rl:`` set, the method's plugin reads its own rows); the method plugins map
+#: the first three themselves when ``rl:`` is theirs.
+_MAPPED_BY_METHODS_TOO = ("sequence_len", "chat_template", "chat_template_jinja")
+_SUPERVISED: dict[str, Any] = {
     "sequence_len": "data.sequence_len",
+    "chat_template": chat_template,
+    "chat_template_jinja": "data.chat_template",
     "train_on_inputs": "data.train_on_inputs",
     "eot_tokens": "data.eot_tokens",
     "train_on_eot": "data.train_on_eot",
-    "chat_template": chat_template,
-    "chat_template_jinja": "data.chat_template",
     "excess_length_strategy": excess_length_strategy,
     "min_sample_len": "data.min_len",
     "shuffle_merged_datasets": "data.shuffle",
     "dataset_processes": "data.num_proc",
     "dataset_num_proc": "data.num_proc",
+}
+
+AXOLOTL_KEYS: dict[str, Any] = {
+    "datasets": datasets,
+    "test_datasets": test_datasets,
+    "val_set_size": val_set_size,
+    **{key: _sft_data(rule, key in _MAPPED_BY_METHODS_TOO) for key, rule in _SUPERVISED.items()},
     "dataset_prepared_path": "no effect: ft tokenizes once and caches under $FT_CACHE_DIR/data; "
                              "datasets prepared by `axolotl preprocess` are not read",
     "skip_prepare_dataset": "no effect: ft tokenizes once and caches the result",
@@ -132,12 +139,4 @@ _KEYS: dict[str, Any] = {
     "remove_unused_columns": "no effect: ft builds the model's inputs itself",
     "dataset_exact_deduplication": "only false: deduplication of rows",
     "streaming": "only false: streaming data sets",
-}
-
-#: Every key but the data sets themselves and the held-out split belongs to supervised data.
-AXOLOTL_KEYS: dict[str, Any] = {
-    key: rule if key in ("datasets", "test_datasets", "val_set_size", "dataset_prepared_path") or isinstance(rule, str)
-    and rule.startswith(("no effect:", "only false:")) else _sft_data(rule, key in ("sequence_len", "chat_template",
-                                                                                    "chat_template_jinja"))
-    for key, rule in _KEYS.items()
 }
